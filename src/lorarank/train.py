@@ -1,0 +1,206 @@
+"""The training loop: plain, visible, the same for every rank.
+
+    for step in 1..total_steps:
+        lr <- warmup then decay            (schedule below)
+        for micro-batch in step:           (gradient accumulation)
+            loss = CE on completion tokens / completion tokens in the whole step
+            loss.backward()
+        clip grad norm; AdamW step; zero grads
+        every log_every steps: record the mean train loss
+        every eval_every steps and after the last step: eval loss
+
+Dividing each micro-batch's summed loss by the token count of the *whole step* makes the
+accumulated gradient exactly the gradient of the step's token-mean loss, whatever the padding or
+micro-batch split (a mean of per-micro-batch means would weight short batches more).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lorarank.config import TrainConfig
+from lorarank.data.format import Example
+
+
+@dataclass
+class TrainResult:
+    steps: list[int] = field(default_factory=list)
+    train_losses: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_losses: list[float] = field(default_factory=list)
+    training_time_seconds: float = 0.0  # optimisation only; periodic evals are timed separately
+    eval_time_seconds: float = 0.0
+    tokens_trained: int = 0  # real (non-padding) tokens through forward+backward
+    completion_tokens_trained: int = 0
+    total_steps: int = 0
+    status: str = "ok"  # ok | diverged
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------- data order
+
+
+def total_steps(cfg: TrainConfig, n_train: int) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    per_step = cfg.batch_size * cfg.grad_accum
+    return max(1, math.ceil(cfg.epochs * n_train / per_step))
+
+
+def step_plan(n_train: int, cfg: TrainConfig, seed: int, steps: int) -> list[list[int]]:
+    """Example indices of every optimizer step. Each epoch is a fresh permutation seeded by
+    (seed, epoch), concatenated into one stream, so every rank of a seed sees the same order."""
+    per_step = cfg.batch_size * cfg.grad_accum
+    stream: list[int] = []
+    epoch = 0
+    while len(stream) < steps * per_step:
+        order = list(range(n_train))
+        random.Random(f"{seed}:{epoch}").shuffle(order)
+        stream += order
+        epoch += 1
+    return [stream[i * per_step:(i + 1) * per_step] for i in range(steps)]
+
+
+def micro_batches(indices: list[int], examples: list[Example], batch_size: int) -> list[list[int]]:
+    """Split one step's examples into micro-batches of similar length to cut padding. The step's
+    gradient is unchanged: it is a sum over the same examples whatever the grouping."""
+    by_len = sorted(indices, key=lambda i: len(examples[i].input_ids))
+    return [by_len[i:i + batch_size] for i in range(0, len(by_len), batch_size)]
+
+
+def collate(batch: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example. `pred` marks positions whose next token is a completion
+    token: pred[b, t] is True when prompt_len_b - 1 <= t < len_b - 1."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(batch), width), dtype=torch.long)
+    pred = torch.zeros((len(batch), width - 1), dtype=torch.bool)
+    for b, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[b, :n] = torch.tensor(e.input_ids)
+        attn[b, :n] = 1
+        pred[b, e.prompt_len - 1:n - 1] = True
+    return {"input_ids": ids.to(device), "attention_mask": attn.to(device), "pred": pred.to(device)}
+
+
+# ---------------------------------------------------------------------------------------------- loss
+
+
+def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over completion tokens, and their count.
+
+    The LM head runs only on the positions that predict a completion token: with a 49k vocabulary
+    the head is a large share of the FLOPs, and prompt positions would be thrown away anyway.
+        hidden: (B, T, H) -> h: (N, H) -> logits: (N, V), N = completion tokens in the batch
+    """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal_lm.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
+    pred = batch["pred"]
+    h = hidden[:, :-1][pred]  # (N, H)
+    targets = batch["input_ids"][:, 1:][pred]  # (N,)
+    logits = causal_lm.get_output_embeddings()(h).float()  # fp32 softmax for a stable loss
+    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+
+
+@torch.no_grad()
+def eval_loss(model, examples: list[Example], batch_size: int, pad_id: int, device: torch.device) -> float:
+    """Token-weighted mean completion loss over `examples` (every completion token counts once)."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    total, count = 0.0, 0
+    for i in range(0, len(order), batch_size):
+        batch = collate([examples[j] for j in order[i:i + batch_size]], pad_id, device)
+        loss, n = completion_loss(model, batch)
+        total, count = total + loss.item(), count + n
+    model.train(was_training)
+    return total / count
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+
+
+def lr_at(step: int, steps: int, peak: float, cfg: TrainConfig) -> float:
+    """LR for optimizer step `step` (0-based): linear warmup, then decay to min_lr_ratio * peak."""
+    warmup = int(cfg.warmup_ratio * steps)
+    if step < warmup:  # 1) warmup from ~0: the first Adam steps are the largest relative moves
+        return peak * (step + 1) / (warmup + 1)
+    if cfg.lr_schedule == "constant":  # 2) flat
+        return peak
+    progress = (step - warmup) / max(1, steps - warmup)  # 0 -> 1 over the decay phase
+    floor = cfg.min_lr_ratio * peak
+    if cfg.lr_schedule == "linear":  # 3a) straight line down
+        return floor + (peak - floor) * (1.0 - progress)
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))  # 3b) cosine
+
+
+# ---------------------------------------------------------------------------------------------- loop
+
+
+def train(
+    model,
+    train_set: list[Example],
+    eval_set: list[Example],
+    cfg: TrainConfig,
+    lr: float,
+    seed: int,
+    pad_id: int,
+    device: torch.device,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    steps = total_steps(cfg, len(train_set))
+    plan = step_plan(len(train_set), cfg, seed, steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    eval_bs = cfg.batch_size * 2  # no activations kept for backward: twice the batch fits
+    res = TrainResult(total_steps=steps)
+    window: list[float] = []
+    torch.manual_seed(seed)  # LoRA dropout masks: same stream for every rank of this seed
+    model.train()
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step - 1, steps, lr, cfg)
+        micro = micro_batches(plan[step - 1], train_set, cfg.batch_size)
+        n_step = sum(train_set[i].n_completion for i in plan[step - 1])
+        step_loss = 0.0
+        for idx in micro:
+            batch = collate([train_set[i] for i in idx], pad_id, device)
+            loss_sum, _ = completion_loss(model, batch)
+            (loss_sum / n_step).backward()
+            step_loss += loss_sum.item()
+            res.tokens_trained += int(batch["attention_mask"].sum())
+        res.completion_tokens_trained += n_step
+        step_loss /= n_step
+        if not math.isfinite(step_loss):
+            res.status, res.error = "diverged", f"non-finite train loss ({step_loss}) at step {step}"
+            res.steps.append(step)
+            res.train_losses.append(step_loss)
+            break
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        window.append(step_loss)
+        if step % cfg.log_every == 0 or step == steps:
+            res.steps.append(step)
+            res.train_losses.append(sum(window) / len(window))  # mean over the logging window
+            window = []
+        if step % cfg.eval_every == 0 or step == steps:
+            t0 = time.perf_counter()
+            res.eval_steps.append(step)
+            res.eval_losses.append(eval_loss(model, eval_set, eval_bs, pad_id, device))
+            res.eval_time_seconds += time.perf_counter() - t0
+        if on_step is not None:
+            on_step(step, step_loss)
+    res.training_time_seconds = time.perf_counter() - start - res.eval_time_seconds
+    model.eval()
+    return res

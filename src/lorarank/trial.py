@@ -1,0 +1,132 @@
+"""One trial: attach a fresh adapter to the shared base, train, evaluate, save, detach.
+
+Everything a trial produces goes into its directory, and `run_data.json` is written last and
+atomically: a trial with that file is finished; without it, it is redone on the next run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lorarank import env, lora, store
+from lorarank.config import Config
+from lorarank.data.format import PreparedData
+from lorarank.evaluate import task_accuracy
+from lorarank.train import TrainResult, train
+
+
+@dataclass(frozen=True)
+class Trial:
+    rank: int
+    seed: int
+    learning_rate: float
+    alpha_policy: str
+    name: str  # directory name, e.g. rank_8 or rank_8_s43
+    trial_id: str  # hash of the trial's full config
+
+    def key(self) -> str:
+        """Key in all_results.json: the rank alone for one-trial-per-rank sweeps, as the original."""
+        return self.name.removeprefix("rank_")
+
+
+def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, trial_config: dict,
+              out_dir: Path, device: torch.device, progress=None) -> tuple[Any, dict]:
+    """Returns (base model with the adapter removed, run_data). Never raises for a trial-level
+    failure (bad numerics, out-of-memory, a bug in one config): the trial is marked `failed`."""
+    trial_dir = out_dir / trial.name
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    scaling = lora.scaling_for(trial.rank, cfg.lora.alpha, trial.alpha_policy)
+    env.reset_peak_memory(device)
+    shape = {"params_per_rank": lora.params_per_rank(base, cfg.lora.target_modules),
+             "matmul_params": lora.matmul_params(base)}
+    model = lora.attach(base, trial.rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, trial.seed)
+    trainable, total = model.get_nb_trainable_parameters()  # PEFT's own count, as the original
+    result, accuracy, adapter_bytes, error_tb = TrainResult(), None, None, None
+    try:
+        result = train(model, data.train, data.eval, cfg.train, trial.learning_rate, trial.seed,
+                       tokenizer.pad_token_id, device, on_step=progress)
+        if result.status == "ok" and data.verifiable and cfg.data.accuracy_examples:
+            accuracy = task_accuracy(model, tokenizer, data.eval[: cfg.data.accuracy_examples],
+                                     cfg.data.max_new_tokens, cfg.train.batch_size * 4, device)
+        if result.status == "ok":
+            adapter_bytes = save_adapter(model, trial_dir / "adapter")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolate the trial, keep the sweep going
+        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
+        error_tb = traceback.format_exc()
+    finally:
+        base = lora.detach(model)
+    if error_tb:
+        store.write_text(trial_dir / "error.txt", error_tb)
+    run_data = build_run_data(trial, trial_config, scaling, trainable, total, result, accuracy,
+                              adapter_bytes, data, device)
+    run_data.update(shape)
+    store.write_json(trial_dir / store.RUN_DATA, run_data)
+    return base, run_data
+
+
+def save_adapter(model, target: Path) -> int:
+    """PEFT format (adapter_config.json + adapter_model.safetensors), renamed into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sum(f.stat().st_size for f in target.iterdir() if f.is_file())
+
+
+def build_run_data(trial: Trial, trial_config: dict, scaling: lora.Scaling, trainable: int, total: int,
+                   res: TrainResult, accuracy: dict | None, adapter_bytes: int | None,
+                   data: PreparedData, device: torch.device) -> dict:
+    """The self-describing record of one trial; schema in report/schema.py."""
+    final_eval = res.eval_losses[-1] if res.eval_losses and res.status == "ok" else None
+    return {
+        # the original experiment's keys
+        "rank": trial.rank,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_ratio": trainable / total,
+        "train_losses": res.train_losses,
+        "eval_losses": res.eval_losses,
+        "steps": res.steps,
+        "eval_steps": res.eval_steps,
+        "final_train_loss": res.train_losses[-1] if res.train_losses and res.status == "ok" else None,
+        "final_eval_loss": final_eval,
+        "training_time_seconds": res.training_time_seconds,
+        # lorarank's additions
+        "trial_id": trial.trial_id,
+        "name": trial.name,
+        "seed": trial.seed,
+        "learning_rate": trial.learning_rate,
+        "lora_alpha": scaling.lora_alpha,
+        "alpha_policy": trial.alpha_policy,
+        "use_rslora": scaling.use_rslora,
+        "effective_scale": scaling.gamma,
+        "status": res.status,
+        "error": res.error,
+        "total_steps": res.total_steps,
+        "eval_time_seconds": res.eval_time_seconds,
+        "tokens_trained": res.tokens_trained,
+        "completion_tokens_trained": res.completion_tokens_trained,
+        "tokens_per_second": res.tokens_trained / res.training_time_seconds if res.training_time_seconds else None,
+        "peak_memory_bytes": env.peak_memory(device),
+        "adapter_bytes": adapter_bytes,
+        "accuracy": accuracy,
+        "data": {"fingerprint": data.fingerprint, "n_train": len(data.train), "n_eval": len(data.eval),
+                 "prompt_format": data.prompt_format, "dropped_too_long": data.dropped_too_long},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": env.describe(device),
+        "config": trial_config,
+    }
