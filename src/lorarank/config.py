@@ -61,6 +61,9 @@ class DataConfig:
     prompt_format: str = "auto"
     """`chat` uses the tokenizer's chat template (user = instruction [+ Input], assistant = output),
     `alpaca` the Alpaca prompt; `auto` picks chat when the tokenizer has a template."""
+    system_prompt: str = ""
+    """Chat format only: a system message put before every user turn ("" = the template's own
+    default, if any). A short one saves tokens on templates with a long default system prompt."""
     suite_size: int = 480
     """Number of records the embedded instruct-suite generates (ignored for other datasets)."""
     accuracy_examples: int = 64
@@ -267,6 +270,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
+        value = raw
+    if isinstance(value, dict):  # no field takes a mapping: "a: b" in a value is plain text
         value = raw
     return key.strip(), value
 

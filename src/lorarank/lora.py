@@ -11,6 +11,7 @@ A constant alpha therefore shrinks the update as r grows; the policy makes that 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -116,7 +117,9 @@ def attach(base: nn.Module, rank: int, scaling: Scaling, dropout: float, target_
     from peft import get_peft_model
 
     torch.manual_seed(init_seed)
-    return get_peft_model(base, peft_config(rank, scaling, dropout, target_modules))
+    with warnings.catch_warnings():  # PEFT calls a transformers API that warns about its own rename
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(base, peft_config(rank, scaling, dropout, target_modules))
 
 
 def detach(peft_model) -> nn.Module:

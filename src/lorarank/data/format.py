@@ -69,10 +69,11 @@ def user_message(rec: Record) -> str:
     return f"{rec['instruction']}\n\nInput: {rec['input']}" if rec["input"].strip() else rec["instruction"]
 
 
-def render(rec: Record, tokenizer, fmt: str) -> tuple[str, str]:
+def render(rec: Record, tokenizer, fmt: str, system_prompt: str = "") -> tuple[str, str]:
     """(prompt_text, completion_text); prompt_text + completion_text is the full training text."""
     if fmt == "chat":
-        user = [{"role": "user", "content": user_message(rec)}]
+        system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        user = system + [{"role": "user", "content": user_message(rec)}]
         prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": rec["output"]}], tokenize=False)
         if not full.startswith(prompt):
@@ -83,8 +84,8 @@ def render(rec: Record, tokenizer, fmt: str) -> tuple[str, str]:
     return template.format(**rec), rec["output"]
 
 
-def encode(rec: Record, tokenizer, fmt: str) -> Example:
-    prompt, completion = render(rec, tokenizer, fmt)
+def encode(rec: Record, tokenizer, fmt: str, system_prompt: str = "") -> Example:
+    prompt, completion = render(rec, tokenizer, fmt, system_prompt)
     if fmt == "chat":  # the template already writes BOS/special tokens as text
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
@@ -99,8 +100,8 @@ def prepare(cfg: DataConfig, tokenizer) -> PreparedData:
     records = load_records(cfg)
     fmt = resolve_format(cfg.prompt_format, tokenizer)
     train_recs, eval_recs = split_records(records, cfg.eval_fraction, cfg.split_seed)
-    train = [encode(r, tokenizer, fmt) for r in train_recs]
-    evals = [encode(r, tokenizer, fmt) for r in eval_recs]
+    train = [encode(r, tokenizer, fmt, cfg.system_prompt) for r in train_recs]
+    evals = [encode(r, tokenizer, fmt, cfg.system_prompt) for r in eval_recs]
     def fits(e: Example) -> bool:
         return len(e.input_ids) <= cfg.max_length and e.n_completion >= 1
 

@@ -1,0 +1,79 @@
+"""Config: YAML + overrides, type coercion, every problem reported at once, did-you-mean."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorarank.config import load_config, parse_override
+from lorarank.errors import UserError
+
+
+def test_defaults_are_the_original_experiment():
+    cfg = load_config()
+    assert cfg.sweep.ranks == [8, 16, 32, 64]
+    assert cfg.lora.alpha == 32 and cfg.sweep.alpha_policies == ["constant"]
+    assert cfg.sweep.learning_rates == [2e-4]
+    assert len(cfg.lora.target_modules) == 7
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  max_steps: 5\n  batch_size: 2\nsweep:\n  ranks: [4, 8]\n")
+    cfg = load_config(path, {"train.max_steps": 7, "sweep.learning_rates": "1e-3"})
+    assert cfg.train.max_steps == 7  # override wins
+    assert cfg.train.batch_size == 2  # YAML kept
+    assert cfg.sweep.ranks == [4, 8]
+    assert cfg.sweep.learning_rates == [1e-3]  # YAML's "1e-3" string became a float list
+
+
+def test_override_parsing():
+    assert parse_override("sweep.ranks=[1, 2]") == ("sweep.ranks", [1, 2])
+    assert parse_override("train.lr_schedule=cosine") == ("train.lr_schedule", "cosine")
+    with pytest.raises(UserError, match="section.key=value"):
+        parse_override("train.max_steps")
+
+
+def test_unknown_key_did_you_mean():
+    with pytest.raises(UserError, match=r"unknown config key 'train.max_stpes' \(did you mean 'train.max_steps'\?\)"):
+        load_config(None, {"train.max_stpes": 1})
+    with pytest.raises(UserError, match=r"'train.learning_rte' \(did you mean 'sweep.learning_rates'\?\)"):
+        load_config(None, {"train.learning_rte": 1.0})
+    with pytest.raises(UserError, match=r"did you mean 'sweep.learning_rates'"):
+        load_config(None, {"learning_rates": [1e-3]})
+
+
+def test_all_problems_reported_together():
+    with pytest.raises(UserError) as info:
+        load_config(None, {"sweep.ranks": [0, 8, 8], "train.batch_size": 0, "sweep.alpha_policies": ["sqrt"]})
+    lines = str(info.value).splitlines()
+    assert any("rank 0 is not a positive integer" in x for x in lines)
+    assert any("duplicate ranks [8]" in x for x in lines)
+    assert any("train.batch_size must be >= 1" in x for x in lines)
+    assert any("alpha policy 'sqrt' is unknown" in x for x in lines)
+
+
+@pytest.mark.parametrize("bad", ["8.5", 8.5, "eight", True])
+def test_rank_must_be_integer(bad):
+    with pytest.raises(UserError, match="must be an integer"):
+        load_config(None, {"sweep.ranks": [bad]})
+
+
+def test_bad_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(path)
+    path.write_text("- a list\n")
+    with pytest.raises(UserError, match="must hold a mapping"):
+        load_config(path)
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path)  # raises on any unknown key or invalid value

@@ -1,0 +1,93 @@
+"""End to end on the tiny random Llama: every output, resume, report from JSON, adapter reload."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from conftest import TINY_ARGS, run_cli
+
+EXPECTED = ["rank_comparison.png", "README.md", "all_results.json", "results.csv", "analysis.json", "sweep.json",
+            "baseline.json"]
+ORIGINAL_KEYS = ["rank", "trainable_params", "total_params", "trainable_ratio", "train_losses", "eval_losses",
+                 "steps", "eval_steps", "final_train_loss", "final_eval_loss", "training_time_seconds"]
+
+
+def test_every_output_is_written(tiny_sweep):
+    for name in EXPECTED:
+        assert (tiny_sweep / name).is_file(), name
+    assert (tiny_sweep / "rank_comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((tiny_sweep / "all_results.json").read_text())
+    assert sorted(results, key=int) == ["2", "4", "8"]  # keyed by rank, as the original
+    for r in (2, 4, 8):
+        run = json.loads((tiny_sweep / f"rank_{r}" / "run_data.json").read_text())
+        assert results[str(r)] == run
+        for key in ORIGINAL_KEYS:
+            assert key in run, key
+        assert run["status"] == "ok" and run["rank"] == r
+        assert all(math.isfinite(x) for x in run["train_losses"] + run["eval_losses"])
+        assert run["eval_steps"][-1] == run["steps"][-1] == 6  # eval always runs after the last step
+        assert run["eval_steps"] == [4, 6]
+        assert run["trainable_params"] == r * run["params_per_rank"]
+        assert run["effective_scale"] == 32 / r
+        assert run["accuracy"]["n"] == 8
+        assert (tiny_sweep / f"rank_{r}" / "adapter" / "adapter_model.safetensors").is_file()
+    csv_lines = (tiny_sweep / "results.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("name,rank,seed")
+
+
+def test_readme_answers_every_question(tiny_sweep):
+    readme = (tiny_sweep / "README.md").read_text()
+    assert "TBD" not in readme and "Fill in" not in readme
+    assert "| Rank | Trainable Params | Final Train Loss | Final Eval Loss | Time (s) |" in readme
+    for q in ("Is there a point of diminishing returns?", "Does rank 2 do as well as rank 8?",
+              "How do trainable parameters scale with rank?", "Is training time affected by rank?"):
+        assert q in readme
+    assert "exactly r × Σ(d_in + d_out) = r × 4,096" in readme
+    assert "| 0 (base model) | 0 |" in readme
+
+
+def test_report_rebuilds_identical_readme_from_json(tiny_sweep, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_sweep, copy)
+    original = (copy / "README.md").read_text()
+    for name in ("README.md", "rank_comparison.png", "all_results.json", "analysis.json", "results.csv"):
+        (copy / name).unlink()
+    for adapter in copy.glob("rank_*/adapter"):
+        shutil.rmtree(adapter)  # the report needs JSON only
+    assert run_cli("report", str(copy)) == 0
+    assert (copy / "README.md").read_text() == original
+    assert (copy / "rank_comparison.png").is_file()
+    assert json.loads((copy / "all_results.json").read_text()) == json.loads((tiny_sweep / "all_results.json").read_text())
+
+
+def test_rerun_skips_finished_trials(tiny_sweep, capsys):
+    before = {r: (tiny_sweep / f"rank_{r}" / "run_data.json").stat().st_mtime_ns for r in (2, 4, 8)}
+    assert run_cli("run", *TINY_ARGS, "--output-dir", str(tiny_sweep)) == 0
+    captured = capsys.readouterr()
+    assert "3 trials (0 to run, 3 already done)" in captured.out + captured.err
+    after = {r: (tiny_sweep / f"rank_{r}" / "run_data.json").stat().st_mtime_ns for r in (2, 4, 8)}
+    assert before == after
+
+
+def test_saved_adapter_reloads_with_stock_peft(tiny_sweep):
+    """PeftModel.from_pretrained on the same base reproduces the recorded final eval loss."""
+    from peft import PeftModel
+
+    from lorarank.config import load_config
+    from lorarank.data.format import prepare
+    from lorarank.model import load_base
+    from lorarank.train import eval_loss
+
+    cfg = load_config(TINY_ARGS[1])
+    base, tok = load_base(cfg.model, torch.device("cpu"))
+    data = prepare(cfg.data, tok)
+    run = json.loads((tiny_sweep / "rank_4" / "run_data.json").read_text())
+    model = PeftModel.from_pretrained(base, str(tiny_sweep / "rank_4" / "adapter"))
+    loss = eval_loss(model, data.eval, cfg.train.batch_size * 2, tok.pad_token_id, torch.device("cpu"))
+    assert abs(loss - run["final_eval_loss"]) < 1e-4
+    assert abs(loss - json.loads((tiny_sweep / "baseline.json").read_text())["eval_loss"]) > 1e-3
