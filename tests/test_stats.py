@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lorarank.analysis.stats import compare, find_knee, fit_line, mean_ci, paired_difference, t_critical
+from lorarank.analysis.stats import (compare, compare_accuracy, find_knee, fit_line, mean_ci, paired_difference,
+                                     t_critical, two_proportion_difference)
 
 
 def test_t_interval_textbook():
@@ -62,3 +63,21 @@ def test_compare_verdicts():
     assert worse["verdict"] == "worse" and worse["difference"]["low"] > 0
     better_acc = compare({1: 0.9}, {1: 0.5}, 0.02, lower_is_better=False)
     assert better_acc["verdict"] == "better" and "one seed" in better_acc["rule"]
+
+
+def test_two_proportion_interval():
+    # Agresti-Caffo on 40/50 vs 30/50: adjusted 41/52 vs 31/52
+    d = two_proportion_difference(0.8, 50, 0.6, 50)
+    a1, a2 = 41 / 52, 31 / 52
+    half = 1.96 * ((a1 * (1 - a1) + a2 * (1 - a2)) / 52) ** 0.5
+    assert d.mean == pytest.approx(0.2)
+    assert (d.low, d.high) == pytest.approx((a1 - a2 - half, a1 - a2 + half))
+    assert d.low > 0  # 20 points on 50 items each is a real difference
+    tie = two_proportion_difference(0.0, 48, 0.0, 48)
+    assert tie.low < 0 < tie.high  # both 0%: still a proper interval around 0
+
+
+def test_one_seed_accuracy_uses_item_noise():
+    run = lambda acc, n: {"seed": 1, "accuracy": {"overall": acc, "n": n}}  # noqa: E731
+    assert compare_accuracy([run(0.417, 48)], [run(0.438, 48)], 0.02)["verdict"] == "equivalent"
+    assert compare_accuracy([run(0.2, 200)], [run(0.6, 200)], 0.02)["verdict"] == "worse"

@@ -136,3 +136,26 @@ def compare(small: dict[int, float], large: dict[int, float], tolerance: float, 
     verdict = "equivalent" if equivalent else ("worse" if worse else "better")
     return {"verdict": verdict, "difference": diff.to_dict(), "relative": diff.mean / ref if ref else None,
             "rule": "paired 95% CI" if multi else f"one seed, tolerance {tolerance:.0%}"}
+
+
+def two_proportion_difference(p1: float, n1: int, p2: float, n2: int) -> Estimate:
+    """95% CI of p1 - p2 for two accuracies measured on n1 and n2 items (Agresti & Caffo 2000:
+    add one success and one failure to each group, then the Wald interval; well-behaved at 0% and
+    100%). This is the noise of a finite eval set, available even with a single seed."""
+    a1, a2 = (p1 * n1 + 1) / (n1 + 2), (p2 * n2 + 1) / (n2 + 2)
+    half = 1.96 * math.sqrt(a1 * (1 - a1) / (n1 + 2) + a2 * (1 - a2) / (n2 + 2))
+    return Estimate(p1 - p2, a1 - a2 - half, a1 - a2 + half, min(n1, n2), None)
+
+
+def compare_accuracy(small: list[dict], large: list[dict], tolerance: float) -> dict:
+    """Accuracy verdict (higher is better). Several seeds: paired CI across seeds. One seed: the
+    two-proportion CI over the scored eval items, so a one-item difference is not called a win."""
+    by_seed = lambda runs: {r["seed"]: r["accuracy"]["overall"] for r in runs}  # noqa: E731
+    if len(set(by_seed(small)) & set(by_seed(large))) > 1:
+        return compare(by_seed(small), by_seed(large), tolerance, lower_is_better=False)
+    a, b = small[0]["accuracy"], large[0]["accuracy"]
+    diff = two_proportion_difference(a["overall"], a["n"], b["overall"], b["n"])
+    verdict = "equivalent" if diff.low <= 0.0 <= diff.high else ("better" if diff.mean > 0 else "worse")
+    return {"verdict": verdict, "difference": diff.to_dict(),
+            "relative": diff.mean / b["overall"] if b["overall"] else None,
+            "rule": f"one seed: 95% two-proportion CI over {a['n']} scored items"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from lorarank.analysis.stats import compare, fit_line, find_knee, mean_ci
+from lorarank.analysis.stats import compare, compare_accuracy, fit_line, find_knee, mean_ci
 
 
 def _by(items, key):
@@ -56,10 +56,6 @@ def rank_row(trials: list[dict]) -> dict:
 
 def per_seed(trials_by_rank: dict[int, list[dict]], key: str) -> dict[int, dict[int, float]]:
     return {r: {t["seed"]: t[key] for t in ts if t.get(key) is not None} for r, ts in trials_by_rank.items()}
-
-
-def accuracy_per_seed(trials_by_rank: dict[int, list[dict]]) -> dict[int, dict[int, float]]:
-    return {r: {t["seed"]: t["accuracy"]["overall"] for t in ts if t.get("accuracy")} for r, ts in trials_by_rank.items()}
 
 
 def pick_pair(ranks: list[int]) -> tuple[int, int]:
@@ -116,9 +112,9 @@ def summarize_policy(trials: list[dict], tolerance: float) -> dict:
         "params": params_fit(rows, [t for ts in chosen.values() for t in ts]),
         "time": time_fit([t for ts in chosen.values() for t in ts]),
     }
-    acc = accuracy_per_seed(chosen)
-    if small != large and acc[small] and acc[large]:
-        out["small_vs_large_accuracy"] = compare(acc[small], acc[large], tolerance, lower_is_better=False)
+    with_acc = {r: [t for t in chosen[r] if t.get("accuracy")] for r in (small, large)}
+    if small != large and with_acc[small] and with_acc[large]:
+        out["small_vs_large_accuracy"] = compare_accuracy(with_acc[small], with_acc[large], tolerance)
     return out
 
 

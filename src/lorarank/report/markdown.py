@@ -28,6 +28,12 @@ def fmt_est(est: dict | None, digits: int = 4, pct: bool = False) -> str:
     return text
 
 
+def line_text(intercept: float, slope: float, unit: str, digits: int = 4) -> str:
+    """'101.7 s + 0.1792 s × r', with the sign folded in (never '+ -')."""
+    sign = "+" if slope >= 0 else "−"
+    return f"{intercept:.1f} {unit} {sign} {abs(slope):.{digits}f} {unit} × r"
+
+
 def _gammas(rows: dict) -> str:
     return ", ".join(f"r={r}: {rows[r]['effective_scale']:.3g}" for r in sorted(rows, key=int))
 
@@ -110,7 +116,7 @@ def answer_small_vs_large(pol: dict) -> str:
         a = acc["difference"]
         aci = f" (95% CI {100 * a['low']:+.1f} .. {100 * a['high']:+.1f} points)" if a.get("low") is not None else ""
         text += (f" On task accuracy the difference is {100 * a['mean']:+.1f} points{aci}: "
-                 f"{acc['verdict']}.")
+                 f"{acc['verdict']} ({acc['rule']}).")
     return text
 
 
@@ -141,7 +147,7 @@ def answer_time(pol: dict) -> str:
     fit = t["fit"]
     text = (f"Training took {lo['training_time_seconds']['mean']:.1f} s at r={ranks[0]} and "
             f"{hi['training_time_seconds']['mean']:.1f} s at r={ranks[-1]} ({ratio:.2f}x). Fit time = "
-            f"{fit['intercept']:.1f} s + {fit['slope']:.4f} s × r (R² {fit['r2']:.3f})")
+            f"{line_text(fit['intercept'], fit['slope'], 's')} (R² {fit['r2']:.3f})")
     if t["measured_overhead"] is not None:
         text += f": the LoRA cost at r={t['r_max']} is {t['measured_overhead']:+.1%} of the rank-independent part"
     if t["predicted_overhead"] is not None:

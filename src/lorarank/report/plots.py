@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from lorarank.report.markdown import line_text  # noqa: E402
+
 
 def _colors(ranks: list[int]) -> dict[int, tuple]:
     cmap = plt.get_cmap("viridis")
@@ -28,8 +30,23 @@ def _mean_curve(trials: list[dict], xkey: str, ykey: str) -> tuple[list[int], li
             [min(per_step[x]) for x in xs], [max(per_step[x]) for x in xs])
 
 
-def _errorbar(est: dict | None) -> float:
-    return 0.0 if not est or est.get("low") is None else (est["high"] - est["low"]) / 2
+def _errorbars(ests: list[dict | None], scale: float = 1.0) -> list[float] | None:
+    """Half-widths of 95% CIs for bar/point error bars; None (no bars at all) with one seed."""
+    if not any(e and e.get("low") is not None for e in ests):
+        return None
+    return [0.0 if not e or e.get("low") is None else scale * (e["high"] - e["low"]) / 2 for e in ests]
+
+
+def _log_steps(ax) -> None:
+    """Log-scaled step axis with plain integer tick labels (10, 20, 50), not 2x10^1."""
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    ax.xaxis.set_major_formatter(fmt)
 
 
 def _curves(ax, chosen: dict[int, list[dict]], colors, xkey: str, ykey: str, title: str, ylabel: str):
@@ -42,7 +59,7 @@ def _curves(ax, chosen: dict[int, list[dict]], colors, xkey: str, ykey: str, tit
                 label=f"r={r}" + (f" (mean of {n})" if n > 1 else ""))
         if n > 1:
             ax.fill_between(xs, lo, hi, color=colors[r], alpha=0.15)
-    ax.set_xscale("log")
+    _log_steps(ax)
     ax.set_xlabel("optimizer step (log scale)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -72,8 +89,9 @@ def rank_comparison(summary: dict, chosen: dict[int, list[dict]], baseline: dict
     ax = axes[0, 2]
     params = [rows[r]["trainable_params"] / 1e6 for r in ranks]
     evals = [rows[r]["final_eval_loss"]["mean"] for r in ranks]
-    ax.errorbar(params, evals, yerr=[_errorbar(rows[r]["final_eval_loss"]) for r in ranks], fmt="none",
-                ecolor="gray", capsize=3)
+    yerr = _errorbars([rows[r]["final_eval_loss"] for r in ranks])
+    if yerr:
+        ax.errorbar(params, evals, yerr=yerr, fmt="none", ecolor="gray", capsize=3)
     ax.scatter(params, evals, c=[colors[r] for r in ranks], s=80, zorder=3)
     for r, x, y in zip(ranks, params, evals):
         ax.annotate(f"r={r}", (x, y), xytext=(5, 5), textcoords="offset points")
@@ -86,9 +104,9 @@ def rank_comparison(summary: dict, chosen: dict[int, list[dict]], baseline: dict
     x = list(range(len(ranks)))
     w = 0.38
     train = [rows[r]["final_train_loss"]["mean"] for r in ranks]
-    ax.bar([i - w / 2 for i in x], train, w, yerr=[_errorbar(rows[r]["final_train_loss"]) for r in ranks],
+    ax.bar([i - w / 2 for i in x], train, w, yerr=_errorbars([rows[r]["final_train_loss"] for r in ranks]),
            label="train", color="steelblue", capsize=3)
-    ax.bar([i + w / 2 for i in x], evals, w, yerr=[_errorbar(rows[r]["final_eval_loss"]) for r in ranks],
+    ax.bar([i + w / 2 for i in x], evals, w, yerr=_errorbars([rows[r]["final_eval_loss"] for r in ranks]),
            label="eval", color="coral", capsize=3)
     ax.set_xticks(x, [str(r) for r in ranks])
     ax.set_xlabel("LoRA rank")
@@ -99,12 +117,12 @@ def rank_comparison(summary: dict, chosen: dict[int, list[dict]], baseline: dict
 
     ax = axes[1, 1]
     times = [rows[r]["training_time_seconds"]["mean"] for r in ranks]
-    ax.bar(x, times, color=[colors[r] for r in ranks], yerr=[_errorbar(rows[r]["training_time_seconds"]) for r in ranks],
+    ax.bar(x, times, color=[colors[r] for r in ranks], yerr=_errorbars([rows[r]["training_time_seconds"] for r in ranks]),
            capsize=3)
     fit = summary.get("time") and summary["time"]["fit"]
     if fit:
         ax.plot(x, [fit["intercept"] + fit["slope"] * r for r in ranks], "k--", lw=1,
-                label=f"fit {fit['intercept']:.1f} s + {fit['slope']:.3f} s x r")
+                label=f"fit {line_text(fit['intercept'], fit['slope'], 's', 3)}")
         ax.legend(fontsize=8)
     ax.set_xticks(x, [str(r) for r in ranks])
     ax.set_xlabel("LoRA rank")
@@ -131,9 +149,9 @@ def _accuracy_panel(ax, rows: dict[int, dict], ranks: list[int], colors, baselin
     labels = (["base"] if baseline and baseline.get("accuracy") else []) + [str(r) for r in ranks]
     overall = ([baseline["accuracy"]["overall"]] if labels[0] == "base" else []) + \
               [rows[r]["accuracy"]["mean"] for r in ranks]
-    errs = ([0.0] if labels[0] == "base" else []) + [_errorbar(rows[r]["accuracy"]) for r in ranks]
+    errs = _errorbars(([None] if labels[0] == "base" else []) + [rows[r]["accuracy"] for r in ranks], scale=100)
     cols = (["lightgray"] if labels[0] == "base" else []) + [colors[r] for r in ranks]
-    ax.bar(range(len(labels)), [100 * v for v in overall], yerr=[100 * e for e in errs], color=cols, capsize=3)
+    ax.bar(range(len(labels)), [100 * v for v in overall], yerr=errs, color=cols, capsize=3)
     fams = sorted(rows[ranks[0]]["per_family"] or {})
     markers = "osD^v<>ph*"
     for j, fam in enumerate(fams):
