@@ -82,3 +82,14 @@ def test_real_process_exit_code(tmp_path):
 def test_report_on_non_sweep_dir(tmp_path, capsys):
     assert run_cli("report", str(tmp_path)) == 2
     assert "is not a lorarank sweep directory" in capsys.readouterr().err
+
+
+def test_4bit_without_cuda(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = run_cli("run", *TINY_ARGS, "--output-dir", str(tmp_path / "o"), "--model", "smollm2-135m", "--load-in-4bit")
+    assert code == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "sweep.json").exists()

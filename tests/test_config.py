@@ -77,3 +77,19 @@ def test_every_shipped_config_loads():
     assert configs
     for path in configs:
         load_config(path)  # raises on any unknown key or invalid value
+
+
+def test_device_and_dtype_selection_without_a_gpu():
+    import torch
+
+    from lorarank.config import ModelConfig
+    from lorarank.model import check_device_options, resolve_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("auto", cuda, bf16_supported=True) == torch.bfloat16
+    assert resolve_dtype("auto", cuda, bf16_supported=False) == torch.float16
+    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    check_device_options(ModelConfig(name="x", load_in_4bit=True), cuda)  # allowed on a GPU
+    with pytest.raises(UserError, match="needs a CUDA GPU and none is visible: drop --load-in-4bit"):
+        check_device_options(ModelConfig(name="x", load_in_4bit=True), cpu)

@@ -35,3 +35,22 @@ def test_plan_table(capsys):
     out = capsys.readouterr().out
     assert "trainable parameters = r x 4,096" in out
     assert "8,192" in out and "16,384" in out
+
+
+def test_plan_original_preset_from_config_only_dir(tmp_path, capsys):
+    """The original 7B QLoRA preset plans on a CPU machine from Qwen2.5-7B's config.json alone."""
+    qwen7b = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584,
+              "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+              "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768,
+              "tie_word_embeddings": False, "rms_norm_eps": 1e-6, "hidden_act": "silu"}
+    model_dir = tmp_path / "qwen7b"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(qwen7b))
+    assert run_cli("plan", "--config", "configs/seed_qwen7b_qlora.yaml", "--model", str(model_dir), "--json") == 0
+    plan = json.loads(capsys.readouterr().out)
+    # per layer: q 3584+3584, k 3584+512, v 3584+512, o 3584+3584, gate/up 3584+18944 each, down 18944+3584
+    per_layer = 7168 + 4096 + 4096 + 7168 + 3 * 22528
+    assert plan["params_per_rank"] == 28 * per_layer == 2_523_136
+    assert [r["trainable_params"] for r in plan["ranks"]] == [2_523_136 * r for r in (8, 16, 32, 64)]
+    assert plan["ranks"][0]["trainable_params"] == 20_185_088
+    assert plan["ranks"][-1]["flop_overhead"] < 0.05  # under 5% for a 7B model

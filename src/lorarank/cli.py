@@ -25,6 +25,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha-policy", nargs="+", metavar="P", help="constant | proportional | rslora (several allowed)")
     p.add_argument("--max-steps", metavar="N", help="optimizer steps per trial (0 = from epochs)")
     p.add_argument("--output-dir", help="where results go (default outputs/lora_rank_comparison)")
+    p.add_argument("--load-in-4bit", action="store_const", const=True, default=None,
+                   help="QLoRA: frozen base in 4-bit NF4 (CUDA + bitsandbytes)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any config field, e.g. train.batch_size=8")
 
 
@@ -48,7 +50,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
     o: dict = {}
     for flag, key in (("model", "model.name"), ("dataset", "data.dataset"), ("ranks", "sweep.ranks"),
                       ("lr", "sweep.learning_rates"), ("alpha_policy", "sweep.alpha_policies"),
-                      ("max_steps", "train.max_steps"), ("output_dir", "sweep.output_dir")):
+                      ("max_steps", "train.max_steps"), ("output_dir", "sweep.output_dir"),
+                      ("load_in_4bit", "model.load_in_4bit")):
         if getattr(args, flag) is not None:
             o[key] = getattr(args, flag)
     for text in args.overrides:

@@ -39,7 +39,14 @@ class ModelConfig:
     trust_remote_code: bool = False
     """Run model code shipped with a hub repository. Off: remote code is arbitrary code."""
     dtype: str = "auto"
-    """Weights and compute dtype. `auto` is float32 on CPU (bf16 matmuls are slow there)."""
+    """Weights and compute dtype. `auto` is float32 on CPU (bf16 matmuls are slow there) and
+    bfloat16 on CUDA when the GPU supports it (float16 otherwise)."""
+    load_in_4bit: bool = False
+    """QLoRA: hold the frozen base in 4-bit NF4 with double quantization (bitsandbytes, CUDA only);
+    adapters stay in higher precision. Cuts base-model memory about 4x (the original used it for 7B)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward instead of storing them: less memory, ~30% more time.
+    Useful for long sequences on GPUs; on CPU it only slows training down."""
 
 
 @dataclass

@@ -15,13 +15,44 @@ from lorarank.config import ModelConfig
 from lorarank.errors import UserError
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` = float32 on CPU (bf16 matmuls are emulated and slow there), bf16 on CUDA when supported."""
-    if name == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
+def resolve_dtype(name: str, device: torch.device, bf16_supported: bool | None = None) -> torch.dtype:
+    """`auto` = float32 on CPU (bf16 matmuls are emulated and slow there); on CUDA bf16 when the GPU
+    supports it, else fp16."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type != "cuda":
         return torch.float32
-    return getattr(torch, name)
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def check_device_options(cfg: ModelConfig, device: torch.device) -> None:
+    """Options that need hardware this process does not have, refused before any loading."""
+    if cfg.load_in_4bit and device.type != "cuda":
+        raise UserError("model.load_in_4bit (QLoRA) needs a CUDA GPU and none is visible: "
+                        "drop --load-in-4bit to train in full precision on this machine")
+    if cfg.load_in_4bit and cfg.name == builtin_models.TINY_RANDOM:
+        raise UserError("model.load_in_4bit is for pretrained checkpoints: tiny-random is built in code, drop --load-in-4bit")
+
+
+def quantization_config(cfg: ModelConfig, compute_dtype: torch.dtype):
+    """NF4 weights with double quantization, matmuls in the compute dtype (Dettmers et al. 2023)."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("model.load_in_4bit needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Mixed precision on CUDA for half-precision bases (the fp32 adapters then run in bf16/fp16 too);
+    a no-op on CPU and for fp32."""
+    enabled = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
 def pick_device() -> torch.device:
@@ -50,20 +81,33 @@ def load_tokenizer(cfg: ModelConfig):
 def load_model(cfg: ModelConfig, vocab_size: int, device: torch.device):
     dtype = resolve_dtype(cfg.dtype, device)
     if cfg.name == builtin_models.TINY_RANDOM:
-        model = builtin_models.tiny_random_model(vocab_size, dtype)
+        model = builtin_models.tiny_random_model(vocab_size, dtype).to(device)
     else:
         from transformers import AutoModelForCausalLM
 
-        model = _from_pretrained(AutoModelForCausalLM, model_source(cfg), cfg, dtype=dtype)
-    model.to(device)
+        extra = {}
+        if cfg.load_in_4bit:  # bitsandbytes places the quantized weights on the GPU itself
+            extra = {"quantization_config": quantization_config(cfg, dtype), "device_map": {"": device.index or 0}}
+        model = _from_pretrained(AutoModelForCausalLM, model_source(cfg), cfg, dtype=dtype, **extra)
+        if not cfg.load_in_4bit:
+            model.to(device)
     model.requires_grad_(False)  # the base stays frozen; only adapters train
     model.config.use_cache = False  # no KV cache during training
+    if cfg.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        # fp32 norms and input gradients for stable QLoRA training (PEFT's recipe)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
     return model
 
 
 def load_base(cfg: ModelConfig, device: torch.device | None = None):
     """(model, tokenizer) on `device`, base weights frozen, in eval mode."""
     device = device or pick_device()
+    check_device_options(cfg, device)
     tok = load_tokenizer(cfg)
     model = load_model(cfg, len(tok), device)
     model.eval()

@@ -15,7 +15,9 @@ from lorarank import lora
 from lorarank.config import Config
 from lorarank.model import load_model_config
 
-BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 4}
+# PEFT keeps adapter weights in float32 even on a bf16/fp16 or 4-bit base (autocast_adapter_dtype),
+# so adapters, their gradients and both AdamW moments cost 4 bytes per trainable parameter each.
+FP32 = 4
 
 
 def meta_model(cfg: Config):
@@ -33,7 +35,6 @@ def plan(cfg: Config) -> dict:
     lora.check_ranks(model, targets, cfg.sweep.ranks)
     mm = lora.matmul_params(model)
     total_base = sum(p.numel() for p in model.parameters())
-    bytes_per = BYTES[cfg.model.dtype]
     rows = []
     for r in cfg.sweep.ranks:
         policy = cfg.sweep.alpha_policies[0]
@@ -46,10 +47,9 @@ def plan(cfg: Config) -> dict:
             "formula_params": r * per_rank,
             "matches_formula": trainable == r * per_rank,
             "share_of_total": trainable / total,
-            "adapter_bytes": trainable * bytes_per,
-            # AdamW keeps two fp32 moments per trainable parameter, plus one gradient
-            "optimizer_state_bytes": trainable * 8,
-            "gradient_bytes": trainable * bytes_per,
+            "adapter_bytes": trainable * FP32,
+            "optimizer_state_bytes": trainable * 2 * FP32,  # AdamW: first and second moments
+            "gradient_bytes": trainable * FP32,
             "effective_scale": lora.scaling_for(r, cfg.lora.alpha, policy).gamma,
             # per training token: adapters 6·r·Σ(d_in+d_out) vs frozen matmuls 4·N (head on every token here)
             "lora_flops_per_token": 6 * r * per_rank,

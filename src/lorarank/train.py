@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from lorarank.config import TrainConfig
 from lorarank.data.format import Example
+from lorarank.model import autocast
 
 
 @dataclass
@@ -101,14 +102,16 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
         hidden: (B, T, H) -> h: (N, H) -> logits: (N, V), N = completion tokens in the batch
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = causal_lm.get_decoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).last_hidden_state
+    emb = causal_lm.get_input_embeddings().weight  # never quantized: its dtype is the compute dtype
     pred = batch["pred"]
-    h = hidden[:, :-1][pred]  # (N, H)
     targets = batch["input_ids"][:, 1:][pred]  # (N,)
-    logits = causal_lm.get_output_embeddings()(h).float()  # fp32 softmax for a stable loss
-    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+    with autocast(emb.device, emb.dtype):
+        hidden = causal_lm.get_decoder()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).last_hidden_state
+        h = hidden[:, :-1][pred]  # (N, H)
+        logits = causal_lm.get_output_embeddings()(h)
+    return F.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())  # fp32 softmax
 
 
 @torch.no_grad()
