@@ -41,11 +41,19 @@ CASES = {
     "bad override syntax": (lambda t: ["train.max_steps"], "must look like section.key=value"),
     "missing config file": (lambda t: ["--config", str(t / "none.yaml")], "config file not found"),
     "missing model dir": (lambda t: ["--model", str(t / "no_model")], "model directory not found"),
+    "unknown hub model offline": (lambda t: ["--model", "no-such-org/no-such-model"],
+                                  "cannot load model 'no-such-org/no-such-model' from the Hugging Face hub"),
+    "output dir not writable": (lambda t: ["--output-dir", _data(t, "a_file", "x") + "/sub"], "is not writable"),
+    "every example too long": (lambda t: ["data.max_length=20"], r"96 of 96 examples are longer than data.max_length=20"),
+    "bad alpha policy": (lambda t: ["--alpha-policy", "sqrt"], "alpha policy 'sqrt' is unknown"),
+    "non-string field": (lambda t: ["--dataset", _data(t, "d.json", [{"instruction": "a", "output": ["x"]}] * 3)],
+                         "field 'output' is a list, not a string"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_one_line_exit_2(case, tmp_path, capsys):
+def test_bad_input_one_line_exit_2(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without network
     make_args, pattern = CASES[case]
     out_dir = tmp_path / "out"
     code = run_cli("run", *TINY_ARGS, "--output-dir", str(out_dir), *make_args(tmp_path))

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from lorarank.errors import EXIT_TRIALS_FAILED, EXIT_USAGE, UserError
@@ -79,7 +81,8 @@ def cmd_run(args) -> int:
     outcome = run_sweep(config_from(args), progress=not args.no_progress)
     print(f"[lorarank] done in {outcome.wall_seconds:.0f} s: trained {len(outcome.trained)}, "
           f"skipped {len(outcome.skipped)} already finished")
-    print(f"[lorarank] report: {outcome.out_dir / 'README.md'}  plot: {outcome.out_dir / 'rank_comparison.png'}")
+    plot = outcome.out_dir / "rank_comparison.png"
+    print(f"[lorarank] report: {outcome.out_dir / 'README.md'}" + (f"  plot: {plot}" if plot.is_file() else ""))
     if outcome.failed:
         print(f"[lorarank] {len(outcome.failed)} trial(s) failed or diverged: {', '.join(outcome.failed)} "
               "(see the README and each trial's error.txt; rerun the same command to retry failed trials)",
@@ -105,9 +108,15 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt  # SIGTERM (e.g. a job scheduler) stops like Ctrl-C: completed trials are kept
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return {"run": cmd_run, "plan": cmd_plan, "report": cmd_report}[args.command](args)
     except UserError as exc:

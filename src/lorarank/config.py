@@ -116,6 +116,9 @@ class TrainConfig:
     """Eval loss every N optimizer steps, and always after the last step."""
     num_threads: int = 0
     """CPU threads for torch; 0 = all cores torch sees."""
+    checkpoint_every: int = 0
+    """Save adapter + optimizer + RNG state every N steps so a killed trial resumes mid-way on the
+    next run (for long GPU trials); 0 = off, a killed trial restarts from step 0."""
 
 
 @dataclass
@@ -352,6 +355,8 @@ def validate(cfg: Config) -> list[str]:
     for name in ("batch_size", "grad_accum", "log_every", "eval_every"):
         if getattr(t, name) < 1:
             p.append(f"train.{name} must be >= 1")
+    if t.checkpoint_every < 0:
+        p.append("train.checkpoint_every must be >= 0 (0 = off)")
     if t.num_threads < 0:
         p.append("train.num_threads must be >= 0 (0 = all cores)")
     if not 0.0 <= t.warmup_ratio < 1.0:

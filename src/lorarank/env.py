@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -41,6 +42,23 @@ def device_name(device: torch.device) -> str:
 def describe(device: torch.device) -> dict:
     return {"versions": versions(), "device": device_name(device), "git_commit": git_commit(),
             "platform": platform.platform(), "argv": sys.argv[1:]}
+
+
+@contextlib.contextmanager
+def quiet_hub():
+    """Silence the hub client's per-retry warnings while we try a download: when it fails, the user
+    gets our one-line error with the fix, not a screen of connection logs."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("huggingface_hub", "transformers", "datasets")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from lorarank import builtin_models
 from lorarank.config import ModelConfig
+from lorarank.env import quiet_hub
 from lorarank.errors import UserError
 
 
@@ -136,12 +137,13 @@ def _from_pretrained(cls, source: str, cfg: ModelConfig, **kwargs):
         raise UserError(f"model directory not found: {source} (give an existing directory, a hub id, "
                         "smollm2-135m or tiny-random)")
     try:
-        return cls.from_pretrained(
-            str(local) if local.is_dir() else source,
-            revision=cfg.revision,
-            trust_remote_code=cfg.trust_remote_code,
-            **kwargs,
-        )
+        with quiet_hub():
+            return cls.from_pretrained(
+                str(local) if local.is_dir() else source,
+                revision=cfg.revision,
+                trust_remote_code=cfg.trust_remote_code,
+                **kwargs,
+            )
     except OSError as exc:
         if local.is_dir():
             raise UserError(f"cannot load a model from {source}: {str(exc).splitlines()[0]} "

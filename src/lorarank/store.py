@@ -69,17 +69,20 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, buf.getvalue())
 
 
-def finished_trials(out_dir: Path) -> dict[str, Path]:
-    """trial_id -> directory for every complete run_data.json under out_dir (any status).
+FINAL_STATUSES = ("ok", "diverged")  # a rerun would reproduce these; `failed` trials are retried
 
-    A trial directory counts as finished only through its run_data.json, which is written last
-    and atomically; a directory without it is an interrupted trial and is redone."""
-    found: dict[str, Path] = {}
+
+def recorded_trials(out_dir: Path) -> dict[str, dict]:
+    """trial_id -> run_data for every readable run_data.json under out_dir (any status).
+
+    A trial counts as recorded only through its run_data.json, which is written last and
+    atomically; a directory without one is an interrupted trial."""
+    found: dict[str, dict] = {}
     for f in sorted(out_dir.glob(f"*/{RUN_DATA}")):
         try:
             data = read_json(f)
         except (json.JSONDecodeError, OSError):
             continue
         if isinstance(data, dict) and data.get("trial_id"):
-            found[data["trial_id"]] = f.parent
+            found[data["trial_id"]] = {**data, "_dir": f.parent.name}
     return found

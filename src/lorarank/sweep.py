@@ -8,6 +8,7 @@ run_data.json already exists are skipped, so rerunning the same command resumes 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import os
 import time
@@ -27,7 +28,7 @@ from lorarank.train import eval_loss
 from lorarank.trial import Trial, run_trial
 
 # settings that change speed but not results; kept out of trial ids so they never split a sweep
-_NOT_IN_ID = {("train", "num_threads"), ("sweep", "output_dir"), ("sweep", "executor")}
+_NOT_IN_ID = {("train", "num_threads"), ("train", "checkpoint_every"), ("sweep", "output_dir"), ("sweep", "executor")}
 
 
 def fixed_config(cfg: Config) -> dict:
@@ -62,6 +63,21 @@ def expand(cfg: Config) -> list[tuple[Trial, dict]]:
             name += f"_{policy}"
         tc = trial_config(cfg, rank, seed, lr, policy)
         out.append((Trial(rank, seed, lr, policy, name, config_hash(tc)), tc))
+    return out
+
+
+def place(trials: list[tuple[Trial, dict]], recorded: dict[str, dict]) -> list[tuple[Trial, dict]]:
+    """Directory of each trial: where it was recorded before (resume), else its plain name, unless
+    another trial already holds that name (e.g. the same rank at a different learning rate from an
+    earlier run): then the name gets the trial id, so no result is ever overwritten."""
+    taken = {rd["_dir"]: tid for tid, rd in recorded.items()}
+    out = []
+    for trial, tc in trials:
+        name = recorded[trial.trial_id]["_dir"] if trial.trial_id in recorded else trial.name
+        if taken.get(name, trial.trial_id) != trial.trial_id:
+            name = f"{trial.name}_{trial.trial_id[:8]}"
+        taken[name] = trial.trial_id
+        out.append((dataclasses.replace(trial, name=name), tc))
     return out
 
 
@@ -115,8 +131,9 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
 def run_sweep(cfg: Config, progress: bool = True) -> SweepOutcome:
     start = time.perf_counter()
     out = prepare_output_dir(cfg)
-    trials = expand(cfg)
-    done = store.finished_trials(out)
+    recorded = store.recorded_trials(out)
+    trials = place(expand(cfg), recorded)
+    done = {tid for tid, rd in recorded.items() if rd.get("status") in store.FINAL_STATUSES}
     todo = [(t, tc) for t, tc in trials if t.trial_id not in done]
     device = pick_device()
     if cfg.train.num_threads:

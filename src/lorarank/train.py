@@ -16,10 +16,13 @@ micro-batch split (a mean of per-micro-batch means would weight short batches mo
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -146,6 +149,54 @@ def lr_at(step: int, steps: int, peak: float, cfg: TrainConfig) -> float:
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))  # 3b) cosine
 
 
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class Checkpointer:
+    """Mid-trial state (adapter weights, AdamW moments, RNG, curves so far) every `every` steps, so
+    a killed trial continues from its last checkpoint. The data order is a pure function of
+    (seed, step), so a resumed trial sees exactly the batches it would have seen."""
+
+    path: Path | None
+    key: str  # the trial id: a checkpoint of another config is ignored
+    every: int = 0
+
+    def due(self, step: int, steps: int) -> bool:
+        return bool(self.path and self.every and step % self.every == 0 and step < steps)
+
+    def save(self, step: int, model, opt, res: TrainResult, window: list[float], elapsed: float) -> None:
+        state = {"key": self.key, "step": step, "elapsed": elapsed, "window": window,
+                 "result": dataclasses.asdict(res), "optimizer": opt.state_dict(),
+                 "adapter": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+                 "rng": torch.random.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # atomic: the previous checkpoint stays valid until this one is whole
+
+    def restore(self, model, opt) -> tuple[int, TrainResult, list[float], float]:
+        """(last completed step, result so far, loss window, elapsed seconds); step 0 when there is none."""
+        if not (self.path and self.every and self.path.is_file()):
+            return 0, TrainResult(), [], 0.0
+        state = torch.load(self.path, weights_only=True)  # tensors and plain containers only
+        if state.get("key") != self.key:
+            return 0, TrainResult(), [], 0.0
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["adapter"].items():
+                params[name].copy_(value)
+        opt.load_state_dict(state["optimizer"])
+        torch.random.set_rng_state(state["rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return state["step"], TrainResult(**state["result"]), list(state["window"]), state["elapsed"]
+
+    def remove(self) -> None:
+        if self.path and self.path.exists():
+            self.path.unlink()
+
+
 # ---------------------------------------------------------------------------------------------- loop
 
 
@@ -159,18 +210,20 @@ def train(
     pad_id: int,
     device: torch.device,
     on_step: Callable[[int, float], None] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> TrainResult:
     steps = total_steps(cfg, len(train_set))
     plan = step_plan(len(train_set), cfg, seed, steps)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8)
     eval_bs = cfg.batch_size * 2  # no activations kept for backward: twice the batch fits
-    res = TrainResult(total_steps=steps)
-    window: list[float] = []
     torch.manual_seed(seed)  # LoRA dropout masks: same stream for every rank of this seed
+    checkpoint = checkpoint or Checkpointer(None, "")
+    done, res, window, elapsed = checkpoint.restore(model, opt)  # (0, empty, [], 0) on a fresh start
+    res.total_steps = steps
     model.train()
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
+    start = time.perf_counter() - elapsed
+    for step in range(done + 1, steps + 1):
         for group in opt.param_groups:
             group["lr"] = lr_at(step - 1, steps, lr, cfg)
         micro = micro_batches(plan[step - 1], train_set, cfg.batch_size)
@@ -202,8 +255,11 @@ def train(
             res.eval_steps.append(step)
             res.eval_losses.append(eval_loss(model, eval_set, eval_bs, pad_id, device))
             res.eval_time_seconds += time.perf_counter() - t0
+        if checkpoint.due(step, steps):
+            checkpoint.save(step, model, opt, res, window, time.perf_counter() - start)
         if on_step is not None:
             on_step(step, step_loss)
     res.training_time_seconds = time.perf_counter() - start - res.eval_time_seconds
+    checkpoint.remove()
     model.eval()
     return res

@@ -20,7 +20,7 @@ from lorarank import env, lora, store
 from lorarank.config import Config
 from lorarank.data.format import PreparedData
 from lorarank.evaluate import task_accuracy
-from lorarank.train import TrainResult, train
+from lorarank.train import Checkpointer, TrainResult, train
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,9 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
     trainable, total = model.get_nb_trainable_parameters()  # PEFT's own count, as the original
     result, accuracy, adapter_bytes, error_tb = TrainResult(), None, None, None
     try:
+        ckpt = Checkpointer(trial_dir / "checkpoint.pt", trial.trial_id, cfg.train.checkpoint_every)
         result = train(model, data.train, data.eval, cfg.train, trial.learning_rate, trial.seed,
-                       tokenizer.pad_token_id, device, on_step=progress)
+                       tokenizer.pad_token_id, device, on_step=progress, checkpoint=ckpt)
         if result.status == "ok" and data.verifiable and cfg.data.accuracy_examples:
             accuracy = task_accuracy(model, tokenizer, data.eval[: cfg.data.accuracy_examples],
                                      cfg.data.max_new_tokens, cfg.train.batch_size * 4, device)

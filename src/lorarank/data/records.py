@@ -14,6 +14,7 @@ from typing import Any
 
 from lorarank.config import DataConfig
 from lorarank.data import suite
+from lorarank.env import quiet_hub
 from lorarank.errors import UserError
 
 Record = dict[str, Any]  # instruction, input, output, and optional family (verifiable tasks)
@@ -82,7 +83,8 @@ def _read_hub(dataset_id: str, split: str, num_examples: int) -> list[Any]:
         from datasets import load_dataset
 
         sel = f"{split}[:{num_examples}]" if num_examples else split
-        return list(load_dataset(dataset_id, split=sel))
+        with quiet_hub():
+            return list(load_dataset(dataset_id, split=sel))
     except Exception as exc:  # datasets raises many types for offline / missing / gated
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot load dataset '{dataset_id}' from the Hugging Face hub ({first[:160]}): "
