@@ -35,7 +35,7 @@ def test_every_output_is_written(tiny_sweep):
         assert run["accuracy"]["n"] == 8
         assert (tiny_sweep / f"rank_{r}" / "adapter" / "adapter_model.safetensors").is_file()
     csv_lines = (tiny_sweep / "results.csv").read_text().strip().splitlines()
-    assert len(csv_lines) == 4 and csv_lines[0].startswith("name,rank,seed")
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("name,method,rank,seed")
 
 
 def test_readme_answers_every_question(tiny_sweep):
@@ -91,3 +91,37 @@ def test_saved_adapter_reloads_with_stock_peft(tiny_sweep):
     loss = eval_loss(model, data.eval, cfg.train.batch_size * 2, tok.pad_token_id, torch.device("cpu"))
     assert abs(loss - run["final_eval_loss"]) < 1e-4
     assert abs(loss - json.loads((tiny_sweep / "baseline.json").read_text())["eval_loss"]) > 1e-3
+
+
+def test_science_sections_and_figures(tiny_sweep):
+    readme = (tiny_sweep / "README.md").read_text()
+    for section in ("## Results", "## Answers", "## Were hypotheses confirmed?", "## What the adapters learned",
+                    "## Caveats", "## Related"):
+        assert section in readme, section
+    for fig in ("rank_comparison.png", "adapter_analysis.png", "subspace_similarity.png", "cost.png"):
+        assert f"![{fig}]({fig})" in readme and (tiny_sweep / fig).is_file()
+    analysis = json.loads((tiny_sweep / "analysis.json").read_text())
+    pol = analysis["policies"]["constant"]
+    assert [h["rank"] for h in pol["hypotheses"]] == [8, 16, 32, 64]
+    assert pol["hypotheses"][1]["verdict"] == "INCONCLUSIVE"  # rank 16 was not swept
+    spec = pol["rows"]["8"]["spectra"]["overall"]
+    assert 1.0 <= spec["effective_rank"] <= 8.0
+    run = json.loads((tiny_sweep / "rank_8" / "run_data.json").read_text())
+    assert len(run["spectra"]["per_module"]) == 2 * 7  # two layers, seven projections
+    sub = analysis["subspace"]["constant"]["small_vs_large"]
+    assert sub["ranks"] == [2, 8] and set(sub["spaces"]) == {"A", "delta_out"}
+    assert len(sub["spaces"]["A"]["q_proj"]["phi"]) == 2 and len(sub["spaces"]["A"]["q_proj"]["phi"][0]) == 8
+
+
+def test_full_finetune_reference_row(tmp_path):
+    out = tmp_path / "ft"
+    assert run_cli("run", *TINY_ARGS, "--ranks", "2", "4", "--full-ft", "1e-4", "--output-dir", str(out)) == 0
+    run = json.loads((out / "full_ft" / "run_data.json").read_text())
+    assert run["method"] == "full" and run["status"] == "ok"
+    assert run["trainable_params"] == run["total_params"]
+    assert run["adapter_bytes"] is None and not (out / "full_ft" / "adapter").exists()
+    assert run["spectra"]["overall"]["effective_rank"] > 8  # a full-rank update
+    readme = (out / "README.md").read_text()
+    assert "| full fine-tuning (lr 0.0001) |" in readme and "| full FT |" in readme
+    # the base model was not changed by the full fine-tuning copy: the LoRA trials' baseline still holds
+    assert json.loads((out / "all_results.json").read_text()).keys() == {"2", "4", "full_ft"}

@@ -25,6 +25,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, metavar="N", help="number of seeds (consecutive from the config's first seed)")
     p.add_argument("--lr", nargs="+", metavar="LR", help="peak learning rate(s); several = each rank at its best")
     p.add_argument("--alpha-policy", nargs="+", metavar="P", help="constant | proportional | rslora (several allowed)")
+    p.add_argument("--full-ft", nargs="+", metavar="LR", help="add a full fine-tuning reference at these LR(s)")
     p.add_argument("--max-steps", metavar="N", help="optimizer steps per trial (0 = from epochs)")
     p.add_argument("--output-dir", help="where results go (default outputs/lora_rank_comparison)")
     p.add_argument("--load-in-4bit", action="store_const", const=True, default=None,
@@ -53,7 +54,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
     for flag, key in (("model", "model.name"), ("dataset", "data.dataset"), ("ranks", "sweep.ranks"),
                       ("lr", "sweep.learning_rates"), ("alpha_policy", "sweep.alpha_policies"),
                       ("max_steps", "train.max_steps"), ("output_dir", "sweep.output_dir"),
-                      ("load_in_4bit", "model.load_in_4bit")):
+                      ("load_in_4bit", "model.load_in_4bit"), ("full_ft", "sweep.full_finetune_lrs")):
         if getattr(args, flag) is not None:
             o[key] = getattr(args, flag)
     for text in args.overrides:

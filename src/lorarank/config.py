@@ -133,6 +133,9 @@ class SweepConfig:
     alpha_policies: list[str] = field(default_factory=lambda: ["constant"])
     """How alpha follows rank: `constant` (gamma = alpha/r), `proportional` (alpha = 2r, gamma = 2)
     or `rslora` (gamma = alpha/sqrt(r)). See docs/concepts/lora-rank.md."""
+    full_finetune_lrs: list[float] = field(default_factory=list)
+    """Learning rates for a full fine-tuning reference row (every base weight trainable, one trial
+    per seed and LR); empty = none. Full FT's best LR is ~10x below LoRA's (LoRA Without Regret)."""
     output_dir: str = "outputs/lora_rank_comparison"
     """Where results, adapters, plots and the README go."""
     executor: str = "local"
@@ -319,6 +322,8 @@ def validate(cfg: Config) -> list[str]:
         p.append("sweep.seeds has duplicates: list each seed once")
     if not s.learning_rates or any(not (lr > 0 and math.isfinite(lr)) for lr in s.learning_rates):
         p.append("sweep.learning_rates must be positive numbers, e.g. --lr 2e-4")
+    if any(not (lr > 0 and math.isfinite(lr)) for lr in s.full_finetune_lrs):
+        p.append("sweep.full_finetune_lrs must be positive numbers, e.g. --full-ft 1e-4")
     if len(set(s.learning_rates)) != len(s.learning_rates):
         p.append("sweep.learning_rates has duplicates: list each learning rate once")
     for pol in s.alpha_policies:

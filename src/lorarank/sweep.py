@@ -36,15 +36,18 @@ def fixed_config(cfg: Config) -> dict:
     d = copy.deepcopy(cfg.to_dict())
     for section, key in _NOT_IN_ID:
         d[section].pop(key, None)
-    for axis in ("ranks", "seeds", "learning_rates", "alpha_policies"):
+    for axis in ("ranks", "seeds", "learning_rates", "alpha_policies", "full_finetune_lrs"):
         d["sweep"].pop(axis)
     d.pop("sweep")
     d.pop("report")  # how results are presented never changes them
     return d
 
 
-def trial_config(cfg: Config, rank: int, seed: int, lr: float, policy: str) -> dict:
-    return {**fixed_config(cfg), "trial": {"rank": rank, "seed": seed, "learning_rate": lr, "alpha_policy": policy}}
+def trial_config(cfg: Config, rank: int, seed: int, lr: float, policy: str, method: str = "lora") -> dict:
+    trial = {"rank": rank, "seed": seed, "learning_rate": lr, "alpha_policy": policy}
+    if method != "lora":  # keeps the ids of LoRA trials what they were before this field existed
+        trial["method"] = method
+    return {**fixed_config(cfg), "trial": trial}
 
 
 def expand(cfg: Config) -> list[tuple[Trial, dict]]:
@@ -63,6 +66,10 @@ def expand(cfg: Config) -> list[tuple[Trial, dict]]:
             name += f"_{policy}"
         tc = trial_config(cfg, rank, seed, lr, policy)
         out.append((Trial(rank, seed, lr, policy, name, config_hash(tc)), tc))
+    for lr, seed in itertools.product(s.full_finetune_lrs, s.seeds):
+        name = "full_ft" + (f"_s{seed}" if len(s.seeds) > 1 else "") + (f"_lr{lr:g}" if len(s.full_finetune_lrs) > 1 else "")
+        tc = trial_config(cfg, 0, seed, lr, "", method="full")
+        out.append((Trial(0, seed, lr, "", name, config_hash(tc), method="full"), tc))
     return out
 
 
@@ -175,7 +182,8 @@ def summary_line(r: dict) -> str:
     acc = f", accuracy {r['accuracy']['overall']:.1%}" if r.get("accuracy") else ""
     if r["status"] != "ok":
         return f"[lorarank] {r['name']}: {r['status'].upper()} - {r['error']}"
-    return (f"[lorarank] {r['name']}: {r['trainable_params']:,} trainable params, gamma {r['effective_scale']:.3g}, "
+    scale = f"gamma {r['effective_scale']:.3g}" if r.get("effective_scale") is not None else "full fine-tuning"
+    return (f"[lorarank] {r['name']}: {r['trainable_params']:,} trainable params, {scale}, "
             f"train loss {r['final_train_loss']:.4f}, eval loss {r['final_eval_loss']:.4f}{acc}, "
             f"{r['training_time_seconds']:.1f} s ({r['tokens_per_second']:.0f} tok/s)")
 
@@ -186,7 +194,7 @@ def _write_sweep_file(out: Path, cfg: Config, data: PreparedData, trials: list[t
     path = out / store.SWEEP_FILE
     previous = store.read_json(path) if path.is_file() else {}
     axes = previous.get("axes", {})
-    for axis in ("ranks", "seeds", "learning_rates", "alpha_policies"):
+    for axis in ("ranks", "seeds", "learning_rates", "alpha_policies", "full_finetune_lrs"):
         merged = list(axes.get(axis, [])) + [v for v in getattr(cfg.sweep, axis) if v not in axes.get(axis, [])]
         axes[axis] = sorted(merged) if axis != "alpha_policies" else merged
     store.write_json(path, {

@@ -6,6 +6,7 @@ atomically: a trial with that file is finished; without it, it is redone on the 
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from lorarank import env, lora, store
+from lorarank.analysis import spectra
 from lorarank.config import Config
 from lorarank.data.format import PreparedData
 from lorarank.evaluate import task_accuracy
@@ -25,54 +27,70 @@ from lorarank.train import Checkpointer, TrainResult, train
 
 @dataclass(frozen=True)
 class Trial:
-    rank: int
+    rank: int  # 0 for the full fine-tuning reference
     seed: int
     learning_rate: float
     alpha_policy: str
     name: str  # directory name, e.g. rank_8 or rank_8_s43
     trial_id: str  # hash of the trial's full config
-
-    def key(self) -> str:
-        """Key in all_results.json: the rank alone for one-trial-per-rank sweeps, as the original."""
-        return self.name.removeprefix("rank_")
+    method: str = "lora"  # lora | full (every base weight trainable: the reference row)
 
 
 def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, trial_config: dict,
               out_dir: Path, device: torch.device, progress=None) -> tuple[Any, dict]:
-    """Returns (base model with the adapter removed, run_data). Never raises for a trial-level
-    failure (bad numerics, out-of-memory, a bug in one config): the trial is marked `failed`."""
+    """Returns (base model, untouched, with the adapter removed; run_data). Never raises for a
+    trial-level failure (bad numerics, out-of-memory, a bug in one config): the trial is `failed`."""
     trial_dir = out_dir / trial.name
     trial_dir.mkdir(parents=True, exist_ok=True)
-    scaling = lora.scaling_for(trial.rank, cfg.lora.alpha, trial.alpha_policy)
+    full = trial.method == "full"
+    scaling = None if full else lora.scaling_for(trial.rank, cfg.lora.alpha, trial.alpha_policy)
     env.reset_peak_memory(device)
     shape = {"params_per_rank": lora.params_per_rank(base, cfg.lora.target_modules),
              "matmul_params": lora.matmul_params(base)}
-    model = lora.attach(base, trial.rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, trial.seed)
-    trainable, total = model.get_nb_trainable_parameters()  # PEFT's own count, as the original
-    result, accuracy, adapter_bytes, error_tb = TrainResult(), None, None, None
+    if full:  # train a copy: the shared base must stay frozen and unchanged for the other trials
+        model = copy.deepcopy(base).requires_grad_(True)
+        trainable, total = lora.count_trainable(model)
+    else:
+        model = lora.attach(base, trial.rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, trial.seed)
+        trainable, total = model.get_nb_trainable_parameters()  # PEFT's own count, as the original
+    result, extras, error_tb = TrainResult(), {"accuracy": None, "spectra": None, "adapter_bytes": None}, None
     try:
         ckpt = Checkpointer(trial_dir / "checkpoint.pt", trial.trial_id, cfg.train.checkpoint_every)
         result = train(model, data.train, data.eval, cfg.train, trial.learning_rate, trial.seed,
                        tokenizer.pad_token_id, device, on_step=progress, checkpoint=ckpt)
-        if result.status == "ok" and data.verifiable and cfg.data.accuracy_examples:
-            accuracy = task_accuracy(model, tokenizer, data.eval[: cfg.data.accuracy_examples],
-                                     cfg.data.max_new_tokens, cfg.train.batch_size * 4, device)
         if result.status == "ok":
-            adapter_bytes = save_adapter(model, trial_dir / "adapter")
+            extras = after_training(model, base, tokenizer, data, cfg, trial_dir, device, full)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - isolate the trial, keep the sweep going
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
         error_tb = traceback.format_exc()
     finally:
-        base = lora.detach(model)
+        if not full:
+            base = lora.detach(model)
+        del model
     if error_tb:
         store.write_text(trial_dir / "error.txt", error_tb)
-    run_data = build_run_data(trial, trial_config, scaling, trainable, total, result, accuracy,
-                              adapter_bytes, data, device)
+    run_data = build_run_data(trial, trial_config, scaling, trainable, total, result, data, device)
     run_data.update(shape)
+    run_data.update(extras)
     store.write_json(trial_dir / store.RUN_DATA, run_data)
     return base, run_data
+
+
+def after_training(model, base, tokenizer, data: PreparedData, cfg: Config, trial_dir: Path,
+                   device: torch.device, full: bool) -> dict:
+    """Task accuracy, the spectrum of the learned update, and the saved adapter."""
+    out = {"accuracy": None, "spectra": None, "adapter_bytes": None}
+    if data.verifiable and cfg.data.accuracy_examples:
+        out["accuracy"] = task_accuracy(model, tokenizer, data.eval[: cfg.data.accuracy_examples],
+                                        cfg.data.max_new_tokens, cfg.train.batch_size * 4, device)
+    if full:  # ΔW = W_tuned - W_base of the same modules LoRA adapts; weights are not saved (too big)
+        out["spectra"] = spectra.analyse_full(base, model, cfg.lora.target_modules)
+    else:
+        out["spectra"] = spectra.analyse(model)
+        out["adapter_bytes"] = save_adapter(model, trial_dir / "adapter")
+    return out
 
 
 def save_adapter(model, target: Path) -> int:
@@ -88,9 +106,8 @@ def save_adapter(model, target: Path) -> int:
     return sum(f.stat().st_size for f in target.iterdir() if f.is_file())
 
 
-def build_run_data(trial: Trial, trial_config: dict, scaling: lora.Scaling, trainable: int, total: int,
-                   res: TrainResult, accuracy: dict | None, adapter_bytes: int | None,
-                   data: PreparedData, device: torch.device) -> dict:
+def build_run_data(trial: Trial, trial_config: dict, scaling: lora.Scaling | None, trainable: int, total: int,
+                   res: TrainResult, data: PreparedData, device: torch.device) -> dict:
     """The self-describing record of one trial; schema in report/schema.py."""
     final_eval = res.eval_losses[-1] if res.eval_losses and res.status == "ok" else None
     return {
@@ -109,12 +126,13 @@ def build_run_data(trial: Trial, trial_config: dict, scaling: lora.Scaling, trai
         # lorarank's additions
         "trial_id": trial.trial_id,
         "name": trial.name,
+        "method": trial.method,
         "seed": trial.seed,
         "learning_rate": trial.learning_rate,
-        "lora_alpha": scaling.lora_alpha,
+        "lora_alpha": scaling.lora_alpha if scaling else None,
         "alpha_policy": trial.alpha_policy,
-        "use_rslora": scaling.use_rslora,
-        "effective_scale": scaling.gamma,
+        "use_rslora": scaling.use_rslora if scaling else None,
+        "effective_scale": scaling.gamma if scaling else None,
         "status": res.status,
         "error": res.error,
         "total_steps": res.total_steps,
@@ -123,8 +141,6 @@ def build_run_data(trial: Trial, trial_config: dict, scaling: lora.Scaling, trai
         "completion_tokens_trained": res.completion_tokens_trained,
         "tokens_per_second": res.tokens_trained / res.training_time_seconds if res.training_time_seconds else None,
         "peak_memory_bytes": env.peak_memory(device),
-        "adapter_bytes": adapter_bytes,
-        "accuracy": accuracy,
         "data": {"fingerprint": data.fingerprint, "n_train": len(data.train), "n_eval": len(data.eval),
                  "prompt_format": data.prompt_format, "dropped_too_long": data.dropped_too_long},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -38,7 +38,7 @@ def _gammas(rows: dict) -> str:
     return ", ".join(f"r={r}: {rows[r]['effective_scale']:.3g}" for r in sorted(rows, key=int))
 
 
-def results_table(pol: dict, baseline: dict | None) -> list[str]:
+def results_table(pol: dict, baseline: dict | None, full_ft: dict | None = None) -> list[str]:
     rows = pol["rows"]
     has_acc = any(rows[r]["accuracy"] for r in rows)
     head = "| Rank | Trainable Params | Final Train Loss | Final Eval Loss | Time (s) | tok/s |"
@@ -57,6 +57,13 @@ def results_table(pol: dict, baseline: dict | None) -> list[str]:
                 f"{fmt_est(row['training_time_seconds'], 1)} | {fmt_est(row['tokens_per_second'], 0)} |")
         if has_acc:
             line += f" {fmt_est(row['accuracy'], 1, pct=True)} |"
+        lines.append(line)
+    if full_ft:
+        line = (f"| full fine-tuning (lr {full_ft['learning_rate']['chosen']:g}) | {full_ft['trainable_params']:,} (100%) | "
+                f"{fmt_est(full_ft['final_train_loss'])} | {fmt_est(full_ft['final_eval_loss'])} | "
+                f"{fmt_est(full_ft['training_time_seconds'], 1)} | {fmt_est(full_ft['tokens_per_second'], 0)} |")
+        if has_acc:
+            line += f" {fmt_est(full_ft['accuracy'], 1, pct=True)} |"
         lines.append(line)
     return lines
 
@@ -161,6 +168,108 @@ def answer_time(pol: dict) -> str:
     return text
 
 
+def hypotheses_table(pol: dict) -> list[str]:
+    lines = ["The original experiment expected: rank 8 minimal capacity, 16 a good balance, 32 the standard "
+             "choice, 64 a plateau. Each claim judged from this sweep:", "",
+             "| Rank | Original expectation | Verdict | Evidence |", "|---:|---|---|---|"]
+    lines += [f"| {h['rank']} | {h['claim']} | **{h['verdict']}** | {h['evidence']} |" for h in pol["hypotheses"]]
+    small, large = pol["pair"]
+    cmp_ = pol["small_vs_large"]
+    if cmp_:
+        low_rank = {"equivalent": "SUPPORTED", "worse": "NOT SUPPORTED at this budget",
+                    "better": "SUPPORTED (the small rank is even better)"}[cmp_["verdict"]]
+        lines += ["", f"Low-rank hypothesis (\"if rank {small} works nearly as well as rank {large}, the adaptation "
+                  f"is low-dimensional\"): **{low_rank}** on eval loss ({cmp_['verdict']}, {cmp_['rule']})."]
+    return lines
+
+
+def learned_section(pol: dict, full_ft: dict | None, sub: dict | None) -> list[str]:
+    rows = pol["rows"]
+    ranks = [r for r in pol["ranks"] if rows[str(r)].get("spectra")]
+    if not ranks:
+        return ["No adapter spectra were recorded for these trials."]
+    lines = ["Singular values of ΔW = γ·B·A per adapted module, computed in float32 from the r x r core "
+             "(no d x d matrix formed); means over modules and seeds. Effective rank = exp(entropy of σ/Σσ) "
+             "(Roy & Vetterli 2007); energy rank = directions holding 90% of ‖ΔW‖²; amplification = "
+             "‖ΔW‖_F / ‖UᵀWV‖_F (Hu et al. 2021 §7.3).", "",
+             "| Rank | Effective rank | Energy rank (90%) | Stable rank | ‖ΔW‖_F | Amplification |",
+             "|---:|---:|---:|---:|---:|---:|"]
+
+    def cells(o):
+        amp = f"{o['amplification']:.3g}" if o.get("amplification") is not None else "n/a"
+        return (f"{o['effective_rank']:.2f} | {o['energy_rank_90']:.1f} | {o['stable_rank']:.2f} | "
+                f"{o['frobenius']:.4f} | {amp} |")
+
+    for r in ranks:
+        lines.append(f"| {r} | " + cells(rows[str(r)]["spectra"]["overall"]))
+    full_spec = full_ft.get("spectra") if full_ft else None
+    if full_spec:
+        lines.append("| full FT | " + cells(full_spec["overall"]))
+    types = sorted(rows[str(ranks[0])]["spectra"]["by_type"])
+    lines += ["", "Effective rank by module type:", "",
+              "| Module | " + " | ".join(f"r={r}" for r in ranks) + (" | full FT |" if full_spec else " |"),
+              "|---|" + "---:|" * (len(ranks) + bool(full_spec))]
+    for t in types:
+        vals = [f"{rows[str(r)]['spectra']['by_type'][t]['effective_rank']:.2f}" for r in ranks]
+        if full_spec:
+            vals.append(f"{full_spec['by_type'][t]['effective_rank']:.1f}")
+        lines.append(f"| {t} | " + " | ".join(vals) + " |")
+    top = rows[str(ranks[-1])]["spectra"]["overall"]
+    lines += ["", f"At r={ranks[-1]} the update uses an effective rank of {top['effective_rank']:.1f} "
+                  f"({top['effective_rank'] / ranks[-1]:.0%} of r), and {top['energy_rank_90']:.1f} directions hold "
+                  f"90% of its energy: "
+                  + ("the extra capacity is largely unused." if top["energy_rank_90"] < ranks[-1] / 4 else
+                     "the adapter spreads its update over many of its directions.")]
+    lines += [""] + subspace_lines(sub)
+    return lines
+
+
+SPACES = (("A", "A matrices (input directions; Hu et al.'s measure)"),
+          ("delta_out", "ΔW output directions (left-singular vectors of B·A)"))
+
+
+def subspace_lines(sub: dict | None) -> list[str]:
+    if not sub:
+        return ["Subspace similarity needs the saved adapters of two trials to compare (two ranks on one seed, "
+                "or two seeds of one rank); none were available."]
+    out = ["Subspace similarity φ (Hu et al. 2021 §7.2): overlap of the top-i and top-j singular directions of "
+           "two adapters; 1 = same subspace, random ≈ max(i, j)/d. Means over layers. Hu et al. compare the A "
+           "matrices; after a short run A is still near its random initialisation, so the output directions of "
+           "ΔW are shown too."]
+    for kind, label in (("small_vs_large", "smallest vs largest rank, same seed"),
+                        ("seed_vs_seed", "two seeds, largest rank")):
+        if kind not in sub:
+            continue
+        e = sub[kind]
+        out += ["", f"**{label}** ({e['names'][0]} vs {e['names'][1]}):", "",
+                "| Module | " + " | ".join(f"{s}: φ(1,1) | {s}: φ(r₁,r₂)" for s, _ in SPACES) + " | random φ(1,1) for A |",
+                "|---|" + "---:|" * (2 * len(SPACES) + 1)]
+        types = sorted(e["spaces"]["A"])
+        for t in types:
+            cells = [f"{e['spaces'][s][t]['top1']:.3f} | {e['spaces'][s][t]['full']:.3f}" for s, _ in SPACES]
+            out.append(f"| {t} | " + " | ".join(cells) + f" | {e['spaces']['A'][t]['top1_random']:.4f} |")
+        for space, name in SPACES:
+            vals = e["spaces"][space].values()
+            top1 = sum(d["top1"] for d in vals) / len(vals)
+            rand = sum(d["top1_random"] for d in vals) / len(vals)
+            out += ["", f"- {name}: mean φ(1,1) = {top1:.3f} against {rand:.4f} for random directions: "
+                    + ("the strongest direction is shared far above chance." if top1 > 10 * rand else
+                       "the strongest directions are not shared beyond chance.")]
+    return out
+
+
+def related_links(sweep: dict) -> list[str]:
+    """Links from the report to docs/concepts, relative to where the report was configured to go."""
+    import os
+
+    out_dir = sweep["config"]["sweep"]["output_dir"]
+    docs = (("lora-rank.md", "LoRA rank, alpha and the scale γ"), ("qlora.md", "QLoRA: 4-bit base, LoRA adapters"),
+            ("loss-curves.md", "Reading loss curves across ranks"))
+    if os.path.isabs(out_dir):
+        return [f"- `docs/concepts/{name}` in the lorarank repository: {title}" for name, title in docs]
+    return [f"- [{title}]({os.path.relpath(os.path.join('docs', 'concepts', name), out_dir)})" for name, title in docs]
+
+
 def caveats(sweep: dict, pol_name: str, pol: dict) -> list[str]:
     cfg = sweep["config"]
     seeds = max(len(pol["rows"][r]["seeds"]) for r in pol["rows"])
@@ -219,7 +328,7 @@ def render(sweep: dict, baseline: dict | None, summary: dict, figures: list[str]
     ]
     for pol_name, pol in summary["policies"].items():
         suffix = f" (alpha policy `{pol_name}`)" if len(summary["policies"]) > 1 else ""
-        lines += [f"## Results{suffix}", ""] + results_table(pol, baseline) + [""]
+        lines += [f"## Results{suffix}", ""] + results_table(pol, baseline, summary.get("full_finetune")) + [""]
         lines += ["Loss = mean cross-entropy per response token (nats); ± = 95% CI over seeds; time = optimisation "
                   "only (evaluation excluded); tok/s counts every non-padding token trained on.", ""]
         fam = family_table(pol, baseline)
@@ -231,16 +340,22 @@ def render(sweep: dict, baseline: dict | None, summary: dict, figures: list[str]
             f"2. **Does rank {pol['pair'][0]} do as well as rank {pol['pair'][1]}?** {answer_small_vs_large(pol)}", "",
             f"3. **How do trainable parameters scale with rank?** {answer_params(pol)}", "",
             f"4. **Is training time affected by rank?** {answer_time(pol)}", "",
-            f"## Caveats{suffix}", "",
+            f"## Were hypotheses confirmed?{suffix}", "",
+        ] + hypotheses_table(pol) + [
+            "", f"## What the adapters learned{suffix}", "",
+        ] + learned_section(pol, summary.get("full_finetune"), (summary.get("subspace") or {}).get(pol_name)) + [
+            "", f"## Caveats{suffix}", "",
         ] + caveats(sweep, pol_name, pol) + [""]
     if summary["not_ok"]:
         lines += ["## Failed or diverged trials", "", "| Trial | Status | Error |", "|---|---|---|"]
         lines += [f"| {t['name']} | {t['status']} | {(t['error'] or '').replace('|', '/')[:200]} |"
                   for t in summary["not_ok"]] + [""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    lines += ["## Related", ""] + related_links(sweep) + [""]
     lines += ["## Files", "",
               "- `all_results.json`: every trial's `run_data.json`, keyed by rank (plus seed/LR/policy suffixes)",
               "- `results.csv`: one row per trial", "- `analysis.json`: the numbers behind the answers above",
               "- `rank_*/run_data.json`, `rank_*/adapter/` (PEFT format: `PeftModel.from_pretrained(base, path)`)",
-              "- `sweep.json`: the config, data fingerprint and invocations; `baseline.json`: the base model", ""]
+              "- `sweep.json`: the config, data fingerprint and invocations; `baseline.json`: the base model",
+              "- `subspace.json`: φ matrices between adapters (kept so the report rebuilds without the adapters)", ""]
     return "\n".join(lines)

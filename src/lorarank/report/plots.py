@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 
 from lorarank.report.markdown import line_text  # noqa: E402
 
@@ -39,7 +40,7 @@ def _errorbars(ests: list[dict | None], scale: float = 1.0) -> list[float] | Non
 
 def _log_steps(ax) -> None:
     """Log-scaled step axis with plain integer tick labels (10, 20, 50), not 2x10^1."""
-    from matplotlib.ticker import LogLocator, ScalarFormatter
+    from matplotlib.ticker import LogLocator
 
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -166,6 +167,166 @@ def _accuracy_panel(ax, rows: dict[int, dict], ranks: list[int], colors, baselin
     ax.set_title("Task accuracy: overall (bars) and per family (lines)")
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.grid(True, alpha=0.3, axis="y")
+
+
+def _by_type_lines(ax, spec_rows: dict[int, dict], key: str, ranks: list[int]) -> None:
+    types = sorted(spec_rows[ranks[0]]["by_type"])
+    cmap = plt.get_cmap("tab10")
+    for i, t in enumerate(types):
+        ax.plot(ranks, [spec_rows[r]["by_type"][t][key] for r in ranks], marker="o", ms=4, color=cmap(i), label=t)
+    ax.plot(ranks, ranks, "k:", lw=1, label="= r (every direction used)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xticks(ranks, [str(r) for r in ranks])
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("LoRA rank r")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+
+
+def adapter_analysis(pol: dict, full_ft: dict | None, policy: str) -> Figure | None:
+    """What the adapters learned: how many directions ΔW really uses, its spectrum, where it acts."""
+    ranks = [r for r in pol["ranks"] if pol["rows"][str(r)].get("spectra")]
+    if not ranks:
+        return None
+    spec = {r: pol["rows"][str(r)]["spectra"] for r in ranks}
+    full_spec = full_ft.get("spectra") if full_ft else None
+    colors = _colors(ranks)
+    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    fig.suptitle(f"What the adapters learned: spectrum of ΔW = γ·B·A per module (alpha policy: {policy})",
+                 fontsize=13)
+
+    ax = axes[0, 0]
+    _by_type_lines(ax, spec, "effective_rank", ranks)
+    ax.set_ylabel("effective rank (Roy & Vetterli), mean over layers")
+    ax.set_title("Effective rank of ΔW vs LoRA rank")
+
+    ax = axes[0, 1]
+    _by_type_lines(ax, spec, "energy_rank_90", ranks)
+    ax.set_ylabel("directions holding 90% of ‖ΔW‖²")
+    ax.set_title("Energy rank (90%) of ΔW vs LoRA rank")
+
+    ax = axes[1, 0]
+    for r in ranks:
+        sv = spec[r]["normalized_spectrum"]
+        ax.plot(range(1, len(sv) + 1), sv, color=colors[r], lw=1.8, label=f"r={r}")
+    if full_spec:
+        sv = full_spec["normalized_spectrum"]
+        ax.plot(range(1, len(sv) + 1), sv, color="gray", ls="--", lw=1.2, label="full fine-tuning (top 64)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("singular value index k")
+    ax.set_ylabel("σ_k / σ_1 (mean over modules)")
+    ax.set_title("Singular value spectra of ΔW")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+
+    ax = axes[1, 1]
+    for r in ranks:
+        layers = sorted(spec[r]["by_layer"], key=int)
+        ax.plot([int(i) for i in layers], [spec[r]["by_layer"][i]["frobenius"] for i in layers], color=colors[r],
+                marker="o", ms=3, label=f"r={r}")
+    if full_spec:
+        layers = sorted(full_spec["by_layer"], key=int)
+        ax.plot([int(i) for i in layers], [full_spec["by_layer"][i]["frobenius"] for i in layers], color="gray",
+                ls="--", label="full fine-tuning")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("‖ΔW‖_F (mean over module types)")
+    ax.set_title("Size of the update per layer")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def subspace_similarity(sub: dict | None, policy: str) -> Figure | None:
+    """φ(i, j) heatmaps (Hu et al. 2021, Fig. 3): rows = comparison x space, columns = q_proj, v_proj."""
+    if not sub:
+        return None
+    rows = [(kind, space) for kind in ("small_vs_large", "seed_vs_seed") if kind in sub
+            for space in ("A", "delta_out")]
+    types = [t for t in ("q_proj", "v_proj") if t in sub[rows[0][0]]["spaces"]["A"]] or \
+        sorted(sub[rows[0][0]]["spaces"]["A"])[:2]
+    fig, axes = plt.subplots(len(rows), len(types), figsize=(6 * len(types), 4.2 * len(rows)), squeeze=False)
+    fig.suptitle(f"Subspace similarity φ(i, j), mean over layers (Hu et al. 2021 §7.2; alpha policy: {policy})",
+                 fontsize=12)
+    space_name = {"A": "A (input directions)", "delta_out": "ΔW output directions"}
+    for (kind, space), ax_row in zip(rows, axes):
+        entry = sub[kind]
+        r1, r2 = entry["ranks"]
+        for ax, t in zip(ax_row, types):
+            d = entry["spaces"][space][t]
+            im = ax.imshow(d["phi"], vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                           extent=(0.5, len(d["phi"][0]) + 0.5, len(d["phi"]) + 0.5, 0.5))
+            if kind == "small_vs_large":
+                ax.set_ylabel(f"i: top-i of r={r1}")
+                ax.set_xlabel(f"j: top-j of r={r2}")
+                what = f"r={r1} vs r={r2}, seed {entry['seeds'][0]}"
+            else:
+                ax.set_ylabel(f"i: seed {entry['seeds'][0]}")
+                ax.set_xlabel(f"j: seed {entry['seeds'][1]}")
+                what = f"r={r1}, seed vs seed"
+            ax.set_title(f"{t}, {space_name[space]}: {what}\nφ(1,1) = {d['top1']:.2f} "
+                         f"(random {d['top1_random']:.3f})", fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return fig
+
+
+def cost(pol: dict, policy: str) -> Figure:
+    """What rank costs: parameters (exactly linear), training time (fit vs FLOP prediction), memory."""
+    ranks = pol["ranks"]
+    rows = {r: pol["rows"][str(r)] for r in ranks}
+    colors = _colors(ranks)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig.suptitle(f"Cost of rank (alpha policy: {policy})", fontsize=13)
+
+    ax = axes[0]
+    ax.scatter(ranks, [rows[r]["trainable_params"] / 1e6 for r in ranks], c=[colors[r] for r in ranks], s=60, zorder=3)
+    per_rank = pol["params"]["per_rank_formula"]
+    if per_rank:
+        ax.plot(ranks, [r * per_rank / 1e6 for r in ranks], "k--", lw=1, label=f"r × {per_rank:,}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("LoRA rank r")
+    ax.set_ylabel("trainable parameters (M)")
+    ax.set_title("Trainable parameters vs rank")
+    ax.grid(True, alpha=0.3)
+
+    ax = axes[1]
+    times = [rows[r]["training_time_seconds"]["mean"] for r in ranks]
+    ax.errorbar(ranks, times, yerr=_errorbars([rows[r]["training_time_seconds"] for r in ranks]), fmt="o",
+                color="black", capsize=3, zorder=3)
+    t = pol.get("time")
+    if t:
+        fit = t["fit"]
+        xs = [0] + ranks
+        ax.plot(xs, [fit["intercept"] + fit["slope"] * x for x in xs], "k--", lw=1,
+                label=f"measured: {line_text(fit['intercept'], fit['slope'], 's', 3)}")
+        if t["predicted_overhead"] is not None:
+            per_r = fit["intercept"] * t["predicted_overhead"] / t["r_max"]
+            ax.plot(xs, [fit["intercept"] + per_r * x for x in xs], color="tab:red", ls=":", lw=1.5,
+                    label=f"FLOP prediction: +{t['predicted_overhead']:.0%} at r={t['r_max']}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("LoRA rank r")
+    ax.set_ylabel("training time (s)")
+    ax.set_title("Training time vs rank")
+    ax.grid(True, alpha=0.3)
+
+    ax = axes[2]
+    mem = [rows[r]["peak_memory_bytes"]["mean"] / 2 ** 30 if rows[r].get("peak_memory_bytes") else 0 for r in ranks]
+    state = [rows[r]["trainable_params"] * 16 / 2 ** 30 for r in ranks]  # weights + grad + 2 AdamW moments, fp32
+    ax.plot(ranks, mem, "o-", color="tab:blue", label="peak memory of the process")
+    ax.plot(ranks, state, "s--", color="tab:orange", label="adapter + gradient + AdamW state (16 B/param)")
+    ax.set_xlabel("LoRA rank r")
+    ax.set_ylabel("GiB")
+    ax.set_title("Memory vs rank")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
 
 
 def save(fig: Figure, path) -> None:
