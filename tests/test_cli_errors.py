@@ -53,7 +53,10 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_one_line_exit_2(case, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without network
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without network (no retries)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     make_args, pattern = CASES[case]
     out_dir = tmp_path / "out"
     code = run_cli("run", *TINY_ARGS, "--output-dir", str(out_dir), *make_args(tmp_path))
