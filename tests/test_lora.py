@@ -77,3 +77,32 @@ def test_rank_above_layer_width_refused(tiny_base):
     lora.check_ranks(model, ALL_PROJECTIONS, [64])  # k/v are 128 -> 64: rank 64 is the limit
     with pytest.raises(UserError, match=r"exceed min\(d_in, d_out\) = 64"):
         lora.check_ranks(model, ALL_PROJECTIONS, [8, 65])
+
+
+def test_fast_dropout_matches_the_dropout_distribution():
+    drop = lora.FastDropout(0.05)
+    assert drop.cut == 3277 and drop.scale == pytest.approx(1 / (1 - 3277 / 65536))
+    x = torch.ones(400, 1000)
+    torch.manual_seed(0)
+    y = drop.train()(x)
+    kept = (y != 0).float().mean().item()
+    assert kept == pytest.approx(1 - 3277 / 65536, abs=0.002)  # 400k draws: 3 sigma ~ 0.001
+    assert y.mean().item() == pytest.approx(1.0, abs=0.005)  # inverted dropout keeps the expectation
+    values = torch.unique(y).tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(drop.scale)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # seeded: same masks
+    assert torch.equal(drop.eval()(x), x)
+    # independent draws: no correlation between neighbouring elements of one 64-bit word
+    torch.manual_seed(1)
+    m = (drop.train()(torch.ones(300_000)) == 0).float().view(-1, 4)
+    both = (m[:, 0] * m[:, 1]).mean().item()
+    assert both == pytest.approx((3277 / 65536) ** 2, abs=0.0015)
+
+
+def test_attach_uses_fast_dropout_on_cpu(tiny_base):
+    model, _ = tiny_base
+    peft_model = lora.attach(model, 4, lora.scaling_for(4, 8, "constant"), 0.05, ALL_PROJECTIONS, 0)
+    drops = [m for m in peft_model.modules() if isinstance(m, lora.FastDropout)]
+    lora.detach(peft_model)
+    assert len(drops) == 2 * 7

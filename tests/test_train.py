@@ -82,3 +82,30 @@ def test_same_seed_same_losses(tiny_base):
     assert a.train_losses != c.train_losses
     assert a.eval_steps == [2, 4] and a.steps == [1, 2, 3, 4]
     assert all(math.isfinite(x) for x in a.train_losses + a.eval_losses)
+
+
+def test_packed_batches_give_the_same_loss_and_gradients_as_padded(tiny_base):
+    """One padding-free row with restarting position ids == a padded batch, loss and gradients."""
+    from lorarank.train import collate, collate_packed, completion_loss, packing_matches
+
+    model, tok = tiny_base
+    data = prepare(DataConfig(suite_size=40), tok)
+    batch = data.train[:5]
+    cpu = torch.device("cpu")
+    assert packing_matches(model, batch, 0, cpu)
+    peft_model = lora.attach(copy.deepcopy(model), 4, lora.scaling_for(4, 8, "constant"), 0.0, ALL_PROJECTIONS, 0)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for b in (collate_packed(batch, cpu), collate(batch, 0, cpu)):
+        loss, n = completion_loss(peft_model, b)
+        (loss / n).backward()
+        grads.append({k: p.grad.clone() for k, p in peft_model.named_parameters() if p.requires_grad})
+        peft_model.zero_grad()
+        assert n == sum(e.n_completion for e in batch)
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-6, rtol=1e-4)
+    packed = collate_packed(batch, cpu)
+    assert packed["input_ids"].shape == (1, sum(len(e.input_ids) for e in batch))  # no padding at all

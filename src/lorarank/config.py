@@ -114,6 +114,9 @@ class TrainConfig:
     """Record the mean train loss every N optimizer steps (the original logged every 10)."""
     eval_every: int = 50
     """Eval loss every N optimizer steps, and always after the last step."""
+    packing: bool = True
+    """Train and evaluate each micro-batch as one padding-free row with a block-diagonal causal mask
+    (position ids restart per example): same loss and gradients as padding, without padding FLOPs."""
     num_threads: int = 0
     """CPU threads for torch; 0 = all cores torch sees."""
     checkpoint_every: int = 0

@@ -119,7 +119,46 @@ def attach(base: nn.Module, rank: int, scaling: Scaling, dropout: float, target_
     torch.manual_seed(init_seed)
     with warnings.catch_warnings():  # PEFT calls a transformers API that warns about its own rename
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(base, peft_config(rank, scaling, dropout, target_modules))
+        model = get_peft_model(base, peft_config(rank, scaling, dropout, target_modules))
+    if next(base.parameters()).device.type == "cpu":
+        use_fast_dropout(model)
+    return model
+
+
+class FastDropout(nn.Module):
+    """Inverted dropout for CPUs, where drawing a Bernoulli per element dominates the cost (about a
+    fifth of a SmolLM2 training step with PEFT's nn.Dropout on all seven projections).
+
+    One uniform 64-bit random integer gives four independent uniform 16-bit draws u (read in place as
+    int16); an element is dropped when u < round(p·2¹⁶) − 2¹⁵, so P(drop) = round(p·2¹⁶)/2¹⁶
+    (0.0500031 for p = 0.05) and kept values are scaled by 1/(1 − that). The same distribution as
+    nn.Dropout to 6e-5 in p, with a quarter of the RNG calls."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.cut = round(p * 65536)
+        self.scale = 65536 / (65536 - self.cut)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.cut == 0:
+            return x
+        n = x.numel()
+        words = torch.randint(-2 ** 63, 2 ** 63 - 1, (-(-n // 4),), dtype=torch.int64, device=x.device)
+        keep = (words.view(torch.int16)[:n] >= self.cut - 32768).view(x.shape)
+        return torch.where(keep, x * self.scale, 0.0)
+
+
+def use_fast_dropout(peft_model) -> int:
+    """Swap PEFT's LoRA dropout for FastDropout on CPU; returns how many modules were swapped."""
+    swapped = 0
+    for mod in peft_model.modules():
+        drops = getattr(mod, "lora_dropout", None)
+        if isinstance(drops, nn.ModuleDict):
+            for name, drop in drops.items():
+                if isinstance(drop, nn.Dropout) and drop.p > 0:
+                    drops[name] = FastDropout(drop.p)
+                    swapped += 1
+    return swapped
 
 
 def detach(peft_model) -> nn.Module:

@@ -24,11 +24,12 @@ from lorarank.data.format import PreparedData, prepare
 from lorarank.errors import UserError
 from lorarank.evaluate import task_accuracy
 from lorarank.model import load_base, pick_device
-from lorarank.train import eval_loss
+from lorarank.train import eval_loss, packing_matches
 from lorarank.trial import Trial, run_trial
 
 # settings that change speed but not results; kept out of trial ids so they never split a sweep
-_NOT_IN_ID = {("train", "num_threads"), ("train", "checkpoint_every"), ("sweep", "output_dir"), ("sweep", "executor")}
+_NOT_IN_ID = {("train", "num_threads"), ("train", "checkpoint_every"), ("train", "packing"), ("sweep", "output_dir"),
+              ("sweep", "executor")}
 
 
 def fixed_config(cfg: Config) -> dict:
@@ -152,6 +153,9 @@ def run_sweep(cfg: Config, progress: bool = True) -> SweepOutcome:
     data = prepare(cfg.data, tok)
     _log(f"data: {len(data.train)} train / {len(data.eval)} eval examples, {data.prompt_format} format, "
          f"{data.dropped_too_long} dropped as longer than {cfg.data.max_length} tokens")
+    if cfg.train.packing and not packing_matches(base, data.eval[:4], tok.pad_token_id, device):
+        _log("this model mixes packed examples in attention: padding batches instead (slower, same results)")
+        cfg.train.packing = False
     _write_sweep_file(out, cfg, data, trials, device)
     ensure_baseline(out, base, tok, data, cfg, device)
     bar = tqdm(total=len(todo), desc="sweep", unit="trial", disable=not progress, position=0)
@@ -222,7 +226,7 @@ def ensure_baseline(out: Path, base, tok, data: PreparedData, cfg: Config, devic
             return previous
     t0 = time.perf_counter()
     baseline = {"key": key, "rank": 0, "eval_loss": eval_loss(base, data.eval, cfg.train.batch_size * 2,
-                                                               tok.pad_token_id, device)}
+                                                               tok.pad_token_id, device, cfg.train.packing)}
     baseline["accuracy"] = (task_accuracy(base, tok, data.eval[: cfg.data.accuracy_examples], cfg.data.max_new_tokens,
                                           cfg.train.batch_size * 4, device)
                             if data.verifiable and cfg.data.accuracy_examples else None)

@@ -1,0 +1,203 @@
+"""Per-trial training throughput: lorarank's loop vs the stock TRL SFTTrainer + PEFT stack.
+
+Both legs train the same LoRA (same rank, alpha, dropout, targets) on the same records, tokenized
+by the same chat template with the loss on response tokens only (TRL gets the data in its
+conversational prompt-completion form, so its completion-only loss applies), with the same batch
+size, max length, learning rate, constant schedule and gradient clipping, in fp32 without gradient
+checkpointing (TRL's CPU-hostile defaults, bf16 and checkpointing, are switched off). Each leg runs
+in its own child process so its peak memory is its own; the machine's fp32 matmul peak is
+measured in the same invocation.
+
+    python benchmarks/throughput.py                      # SmolLM2-135M, 128 records, rank 8
+    python benchmarks/throughput.py --rank 64 --records 64
+
+Reported: training tokens/s (real, non-padding tokens), the ratio, model FLOP/s and MFU with
+4·N FLOPs per token (N = matmul parameters including the LM head) plus the LoRA terms 6·r·Σ(d_in+d_out),
+peak resident memory, and the training-set loss of both trained models measured by one function
+(so speed is not bought with a different objective). Writes JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def matmul_peak(threads: int, seconds: float = 3.0) -> float:
+    """Best fp32 GEMM FLOP/s over a few square sizes (2·n³ FLOPs per n x n product)."""
+    torch.set_num_threads(threads)
+    best = 0.0
+    for n in (512, 1024, 1536, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(2):  # warm-up
+            a @ b
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 4:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def records(n: int, seed: int):
+    from lorarank.data import suite
+
+    return suite.generate(n, seed=seed)
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def load(args):
+    from lorarank.config import ModelConfig
+    from lorarank.model import load_base
+
+    return load_base(ModelConfig(name=args.model, dtype="float32"), torch.device("cpu"))
+
+
+def examples(args, tok):
+    from lorarank.data.format import encode
+
+    out = [encode(r, tok, "chat") for r in records(args.records, args.seed)]
+    return [e for e in out if len(e.input_ids) <= args.max_length]
+
+
+def train_loss_of(model, tok, exs) -> float:
+    """The one yardstick for both legs: lorarank's completion-token loss over the training set."""
+    from lorarank.train import eval_loss
+
+    return eval_loss(model, exs, 16, tok.pad_token_id, torch.device("cpu"))
+
+
+def leg_lorarank(args, queue) -> None:
+    torch.set_num_threads(args.threads)
+    from lorarank import lora
+    from lorarank.config import TrainConfig
+    from lorarank.train import train
+
+    base, tok = load(args)
+    exs = examples(args, tok)
+    model = lora.attach(base, args.rank, lora.scaling_for(args.rank, args.alpha, "constant"), args.dropout,
+                        TARGETS, args.seed)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, grad_accum=1, warmup_ratio=0.0,
+                      lr_schedule="constant", max_grad_norm=1.0, log_every=1, eval_every=10 ** 9)
+    res = train(model, exs, exs[:1], cfg, args.lr, args.seed, tok.pad_token_id, torch.device("cpu"))
+    queue.put({"tokens": res.tokens_trained, "seconds": res.training_time_seconds, "steps": res.total_steps,
+               "train_loss_after": train_loss_of(model, tok, exs), "peak_rss_bytes": peak_rss(),
+               "matmul_params": lora.matmul_params(lora.detach(model)),
+               "params_per_rank": lora.params_per_rank(base, TARGETS)})
+
+
+def leg_trl(args, queue) -> None:
+    torch.set_num_threads(args.threads)
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from lorarank.data.format import user_message
+
+    base, tok = load(args)
+    exs = examples(args, tok)
+    keep = {tuple(e.input_ids) for e in exs}
+    rows = [{"prompt": [{"role": "user", "content": user_message(r)}],
+             "completion": [{"role": "assistant", "content": r["output"]}]} for r in records(args.records, args.seed)]
+    sft = SFTConfig(
+        output_dir=str(Path(args.workdir) / "trl"), per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=1, num_train_epochs=args.epochs, learning_rate=args.lr,
+        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, max_length=args.max_length,
+        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, optim="adamw_torch",
+        logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none", seed=args.seed,
+        dataloader_num_workers=0, packing=False, completion_only_loss=True,
+    )
+    peft_cfg = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=args.dropout, target_modules=TARGETS,
+                          bias="none", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=base, args=sft, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=peft_cfg)
+    ids = trainer.train_dataset["input_ids"]
+    same_tokens = sum(tuple(x) in keep for x in ids)
+    out = trainer.train()
+    tokens = sum(len(x) for x in ids) * args.epochs
+    queue.put({"tokens": tokens, "seconds": out.metrics["train_runtime"], "steps": trainer.state.global_step,
+               "train_loss_after": train_loss_of(trainer.model, tok, exs), "peak_rss_bytes": peak_rss(),
+               "identical_tokenization": same_tokens / len(ids)})
+
+
+def run_leg(fn, args) -> dict:
+    """Run one leg in a fresh process (its own threads, caches and peak memory)."""
+    import queue as queue_mod
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=fn, args=(args, queue))
+    proc.start()
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{fn.__name__} exited with code {proc.exitcode} before reporting")
+    proc.join()
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--records", type=int, default=128)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=16.0)
+    p.add_argument("--dropout", type=float, default=0.05)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--workdir", default="/tmp/lorarank-bench")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "throughput.json"))
+    args = p.parse_args(argv)
+
+    peak = matmul_peak(args.threads)
+    ours = run_leg(leg_lorarank, args)
+    peer = run_leg(leg_trl, args)
+    per_token = 4 * (ours["matmul_params"]["body"] + ours["matmul_params"]["head"]) + 6 * args.rank * ours["params_per_rank"]
+    report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
+                          "fp32_matmul_peak_flops": peak},
+              "settings": vars(args), "model_flops_per_token": per_token}
+    for name, leg in (("lorarank", ours), ("trl_sft_peft", peer)):
+        tps = leg["tokens"] / leg["seconds"]
+        report[name] = {**leg, "tokens_per_second": tps, "model_flops_per_second": tps * per_token,
+                        "mfu": tps * per_token / peak}
+    report["speedup"] = report["lorarank"]["tokens_per_second"] / report["trl_sft_peft"]["tokens_per_second"]
+    report["train_loss_relative_difference"] = (ours["train_loss_after"] - peer["train_loss_after"]) / peer["train_loss_after"]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({args.threads} threads); model FLOPs/token {per_token / 1e6:.0f} M")
+    for name in ("lorarank", "trl_sft_peft"):
+        r = report[name]
+        print(f"{name:>13}: {r['tokens_per_second']:7.1f} tok/s  {r['model_flops_per_second'] / 1e9:6.1f} GFLOP/s  "
+              f"MFU {r['mfu']:.0%}  peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB  "
+              f"train loss after {r['train_loss_after']:.4f}  ({r['steps']} steps, {r['seconds']:.1f} s)")
+    print(f"speedup {report['speedup']:.2f}x; train-loss difference {report['train_loss_relative_difference']:+.2%}; "
+          f"identical tokenization {peer['identical_tokenization']:.0%}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
