@@ -33,6 +33,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -106,28 +107,16 @@ def leg_lorarank(args, queue) -> None:
 def leg_trl(args, queue) -> None:
     torch.set_num_threads(args.threads)
     from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
-
-    from lorarank.data.format import user_message
+    from peer import peft_config, sft_config, trl_rows
+    from trl import SFTTrainer
 
     base, tok = load(args)
     exs = examples(args, tok)
     keep = {tuple(e.input_ids) for e in exs}
-    rows = [{"prompt": [{"role": "user", "content": user_message(r)}],
-             "completion": [{"role": "assistant", "content": r["output"]}]} for r in records(args.records, args.seed)]
-    sft = SFTConfig(
-        output_dir=str(Path(args.workdir) / "trl"), per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1, num_train_epochs=args.epochs, learning_rate=args.lr,
-        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, max_length=args.max_length,
-        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, optim="adamw_torch",
-        logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none", seed=args.seed,
-        dataloader_num_workers=0, packing=False, completion_only_loss=True,
-    )
-    peft_cfg = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=args.dropout, target_modules=TARGETS,
-                          bias="none", task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=base, args=sft, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=peft_cfg)
+    sft = sft_config(str(Path(args.workdir) / "trl"), batch=args.batch, lr=args.lr, max_length=args.max_length,
+                     seed=args.seed, epochs=args.epochs)
+    trainer = SFTTrainer(model=base, args=sft, train_dataset=Dataset.from_list(trl_rows(records(args.records, args.seed))),
+                         processing_class=tok, peft_config=peft_config(args.rank, args.alpha, args.dropout, TARGETS))
     ids = trainer.train_dataset["input_ids"]
     same_tokens = sum(tuple(x) in keep for x in ids)
     out = trainer.train()

@@ -28,6 +28,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full-ft", nargs="+", metavar="LR", help="add a full fine-tuning reference at these LR(s)")
     p.add_argument("--max-steps", metavar="N", help="optimizer steps per trial (0 = from epochs)")
     p.add_argument("--output-dir", help="where results go (default outputs/lora_rank_comparison)")
+    p.add_argument("--executor", help="local (default) | ray")
+    p.add_argument("--address", help="Ray cluster address for --executor ray (default: $RAY_ADDRESS or a local runtime)")
     p.add_argument("--load-in-4bit", action="store_const", const=True, default=None,
                    help="QLoRA: frozen base in 4-bit NF4 (CUDA + bitsandbytes)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any config field, e.g. train.batch_size=8")
@@ -54,7 +56,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
     for flag, key in (("model", "model.name"), ("dataset", "data.dataset"), ("ranks", "sweep.ranks"),
                       ("lr", "sweep.learning_rates"), ("alpha_policy", "sweep.alpha_policies"),
                       ("max_steps", "train.max_steps"), ("output_dir", "sweep.output_dir"),
-                      ("load_in_4bit", "model.load_in_4bit"), ("full_ft", "sweep.full_finetune_lrs")):
+                      ("load_in_4bit", "model.load_in_4bit"), ("full_ft", "sweep.full_finetune_lrs"),
+                      ("executor", "sweep.executor"), ("address", "sweep.ray_address")):
         if getattr(args, flag) is not None:
             o[key] = getattr(args, flag)
     for text in args.overrides:
@@ -115,7 +118,19 @@ def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come anywhere, also after options (argparse takes positionals once)
+    stray = [x for x in extra if x.startswith("-") or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    for flag in ("ranks", "lr", "alpha_policy", "full_ft"):  # `--ranks 8 16 train.max_steps=5`: the last is an override
+        values = getattr(args, flag, None)
+        if values:
+            setattr(args, flag, [v for v in values if "=" not in v] or None)
+            args.overrides = list(args.overrides) + [v for v in values if "=" in v]
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:

@@ -26,7 +26,8 @@ ALPHA_POLICIES = ("constant", "proportional", "rslora")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 PROMPT_FORMATS = ("auto", "chat", "alpaca")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")
+TRACKERS = ("tensorboard", "mlflow")
 
 
 @dataclass
@@ -142,7 +143,17 @@ class SweepConfig:
     output_dir: str = "outputs/lora_rank_comparison"
     """Where results, adapters, plots and the README go."""
     executor: str = "local"
-    """How trials run: `local` (in this process, one after another)."""
+    """How trials run: `local` (in this process, one after another) or `ray` (Ray workers in parallel,
+    on this machine or a cluster; needs `pip install lorarank[ray]`)."""
+    ray_address: str = ""
+    """Ray cluster to join (`auto`, `ray://host:10001`); empty = $RAY_ADDRESS, else a local Ray runtime."""
+    workers: int = 0
+    """Ray workers (each loads the base model once and runs trials one after another); 0 = one per trial,
+    as many as the cluster's resources allow at once."""
+    cpus_per_trial: float = 1.0
+    """CPU cores a Ray worker reserves; torch in the worker uses that many threads."""
+    gpus_per_trial: float = 0.0
+    """GPUs a Ray worker reserves; fractions (0.5) put several small trials on one GPU."""
 
 
 @dataclass
@@ -152,6 +163,12 @@ class ReportConfig:
     difference of each other are called equivalent. With several seeds the paired 95% CI decides."""
     note: str = ""
     """A line printed at the top of the generated README (e.g. why this configuration ran)."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers that also get each trial's curves and results: tensorboard, mlflow.
+    Off by default; the JSON files stay the source of truth."""
+    tracking_uri: str = ""
+    """MLflow tracking URI (a server or sqlite:///... database; empty = a local file store in
+    <output_dir>/mlruns). TensorBoard logs go to <output_dir>/tensorboard."""
 
 
 @dataclass
@@ -375,6 +392,11 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"train.lr_schedule '{t.lr_schedule}' is unknown: use one of {', '.join(LR_SCHEDULES)}")
     if t.max_grad_norm <= 0:
         p.append("train.max_grad_norm must be > 0")
+    for tracker in cfg.report.report_to:
+        if tracker not in TRACKERS:
+            p.append(f"report.report_to: unknown tracker '{tracker}': use {', '.join(TRACKERS)}")
+    if s.workers < 0 or s.cpus_per_trial <= 0 or s.gpus_per_trial < 0:
+        p.append("sweep.workers must be >= 0, sweep.cpus_per_trial > 0 and sweep.gpus_per_trial >= 0")
     if not 0.0 <= cfg.report.tolerance < 1.0:
         p.append(f"report.tolerance must be in [0, 1), got {cfg.report.tolerance}")
     return p

@@ -14,6 +14,13 @@ from pathlib import Path
 import torch
 
 
+def log(msg: str) -> None:
+    """One progress line that does not break the progress bars."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"[lorarank] {msg}")
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """Commit of the lorarank checkout this code runs from (None for an installed wheel)."""

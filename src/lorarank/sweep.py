@@ -15,21 +15,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-from lorarank import env, lora, store
+from lorarank import store
 from lorarank.config import Config, config_hash
-from lorarank.data.format import PreparedData, prepare
+from lorarank.env import log
 from lorarank.errors import UserError
-from lorarank.evaluate import task_accuracy
-from lorarank.model import load_base, pick_device
-from lorarank.train import eval_loss, packing_matches
-from lorarank.trial import Trial, run_trial
+from lorarank.trial import Trial
 
 # settings that change speed but not results; kept out of trial ids so they never split a sweep
 _NOT_IN_ID = {("train", "num_threads"), ("train", "checkpoint_every"), ("train", "packing"), ("sweep", "output_dir"),
-              ("sweep", "executor")}
+              ("sweep", "executor"), ("sweep", "ray_address"), ("sweep", "workers"), ("sweep", "cpus_per_trial"),
+              ("sweep", "gpus_per_trial")}
 
 
 def fixed_config(cfg: Config) -> dict:
@@ -137,49 +134,34 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def run_sweep(cfg: Config, progress: bool = True) -> SweepOutcome:
+    from lorarank.executors import EXECUTORS
+    from lorarank.trackers import Trackers
+
     start = time.perf_counter()
     out = prepare_output_dir(cfg)
     recorded = store.recorded_trials(out)
     trials = place(expand(cfg), recorded)
     done = {tid for tid, rd in recorded.items() if rd.get("status") in store.FINAL_STATUSES}
     todo = [(t, tc) for t, tc in trials if t.trial_id not in done]
-    device = pick_device()
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     outcome = SweepOutcome(out, {}, skipped=[t.name for t, _ in trials if t.trial_id in done])
-    _log(f"sweep: {len(trials)} trials ({len(todo)} to run, {len(outcome.skipped)} already done) -> {out}")
-    base, tok = load_base(cfg.model, device)
-    lora.check_ranks(base, cfg.lora.target_modules, cfg.sweep.ranks)
-    data = prepare(cfg.data, tok)
-    _log(f"data: {len(data.train)} train / {len(data.eval)} eval examples, {data.prompt_format} format, "
-         f"{data.dropped_too_long} dropped as longer than {cfg.data.max_length} tokens")
-    if cfg.train.packing and not packing_matches(base, data.eval[:4], tok.pad_token_id, device):
-        _log("this model mixes packed examples in attention: padding batches instead (slower, same results)")
-        cfg.train.packing = False
-    _write_sweep_file(out, cfg, data, trials, device)
-    ensure_baseline(out, base, tok, data, cfg, device)
-    bar = tqdm(total=len(todo), desc="sweep", unit="trial", disable=not progress, position=0)
-    for trial, tc in todo:
-        step_bar = tqdm(total=None, desc=trial.name, unit="step", leave=False, disable=not progress, position=1)
-        base, run_data = run_trial(base, tok, data, cfg, trial, tc, out, device,
-                                   progress=lambda s, loss: _tick(step_bar, loss))
-        step_bar.close()
-        outcome.trained.append(trial.name)
-        bar.update(1)
+    log(f"sweep: {len(trials)} trials ({len(todo)} to run, {len(outcome.skipped)} already done) -> {out}")
+    trackers = Trackers(cfg.report.report_to, out, cfg.report.tracking_uri)
+
+    def on_setup(info: dict) -> None:
+        d = info["data"]
+        log(f"data: {d['n_train']} train / {d['n_eval']} eval examples, {d['prompt_format']} format, "
+             f"{d['dropped_too_long']} dropped as longer than {cfg.data.max_length} tokens")
+        _write_sweep_file(out, cfg, info)
+
+    def on_result(run_data: dict) -> None:
+        outcome.trained.append(run_data["name"])
         tqdm.write(summary_line(run_data))
-    bar.close()
+        trackers.log_trial(run_data)
+
+    EXECUTORS[cfg.sweep.executor](cfg, out, todo, progress, on_setup, on_result)
     outcome.wall_seconds = time.perf_counter() - start
     outcome.results = aggregate(out, outcome.wall_seconds, bool(todo))
     return outcome
-
-
-def _tick(bar, loss: float) -> None:
-    bar.update(1)
-    bar.set_postfix(loss=f"{loss:.4f}")
-
-
-def _log(msg: str) -> None:
-    tqdm.write(f"[lorarank] {msg}")
 
 
 def summary_line(r: dict) -> str:
@@ -192,8 +174,7 @@ def summary_line(r: dict) -> str:
             f"{r['training_time_seconds']:.1f} s ({r['tokens_per_second']:.0f} tok/s)")
 
 
-def _write_sweep_file(out: Path, cfg: Config, data: PreparedData, trials: list[tuple[Trial, dict]],
-                      device: torch.device) -> None:
+def _write_sweep_file(out: Path, cfg: Config, info: dict) -> None:
     """sweep.json: the fixed config, its fingerprint, the union of axes run in this directory."""
     path = out / store.SWEEP_FILE
     previous = store.read_json(path) if path.is_file() else {}
@@ -207,34 +188,10 @@ def _write_sweep_file(out: Path, cfg: Config, data: PreparedData, trials: list[t
         "fixed_config": fixed_config(cfg),
         "config": cfg.to_dict(),
         "axes": axes,
-        "data": {"fingerprint": data.fingerprint, "n_records": data.n_records, "n_train": len(data.train),
-                 "n_eval": len(data.eval), "prompt_format": data.prompt_format,
-                 "dropped_too_long": data.dropped_too_long, "families": data.families},
-        "environment": env.describe(device),
+        "data": info["data"],
+        "environment": info["environment"],
         "invocations": previous.get("invocations", []),
     })
-
-
-def ensure_baseline(out: Path, base, tok, data: PreparedData, cfg: Config, device: torch.device) -> dict:
-    """The base model's eval loss (and task accuracy), once per sweep: the "rank 0" reference row."""
-    path = out / store.BASELINE_FILE
-    key = config_hash({"model": cfg.model.__dict__, "data": data.fingerprint, "acc": cfg.data.accuracy_examples,
-                       "new_tokens": cfg.data.max_new_tokens})
-    if path.is_file():
-        previous = store.read_json(path)
-        if previous.get("key") == key:
-            return previous
-    t0 = time.perf_counter()
-    baseline = {"key": key, "rank": 0, "eval_loss": eval_loss(base, data.eval, cfg.train.batch_size * 2,
-                                                               tok.pad_token_id, device, cfg.train.packing)}
-    baseline["accuracy"] = (task_accuracy(base, tok, data.eval[: cfg.data.accuracy_examples], cfg.data.max_new_tokens,
-                                          cfg.train.batch_size * 4, device)
-                            if data.verifiable and cfg.data.accuracy_examples else None)
-    baseline["seconds"] = time.perf_counter() - t0
-    store.write_json(path, baseline)
-    acc = f", accuracy {baseline['accuracy']['overall']:.1%}" if baseline["accuracy"] else ""
-    _log(f"base model (rank 0): eval loss {baseline['eval_loss']:.4f}{acc}")
-    return baseline
 
 
 def aggregate(out: Path, wall_seconds: float, trained_any: bool) -> dict[str, dict]:

@@ -1,0 +1,75 @@
+"""Sweep wall time: the default 4-rank sweep in lorarank vs the peer stack run once per rank.
+
+lorarank: one `lorarank run --config configs/cpu_default.yaml` process (model loaded once, data
+tokenized once, every trial evaluated, scored for task accuracy and analysed, report written).
+Peer: `benchmarks/peer.py` once per rank in a fresh process, as the original experiment did (its own
+imports, model load, tokenization, training, evaluation every eval_every steps and at the end,
+adapter save). Same config, same steps, same data. Wall clock of whole processes.
+
+    python benchmarks/sweep_wall.py                        # writes benchmarks/results/sweep_wall.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "cpu_default.yaml"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sweep_wall.json"))
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    from lorarank.config import load_config
+
+    ranks = load_config(args.config).sweep.ranks
+    work = Path(tempfile.mkdtemp(prefix="lorarank-sweep-bench-"))
+    py = sys.executable
+    ours = timed([py, "-m", "lorarank", "run", "--config", args.config, "--output-dir", str(work / "lorarank"),
+                  "--no-progress"], work / "lorarank.log")
+    peer = {}
+    for r in ranks:
+        peer[r] = timed([py, str(ROOT / "benchmarks" / "peer.py"), "--config", args.config, "--rank", str(r),
+                         "--out", str(work / f"peer_rank_{r}")], work / f"peer_{r}.log")
+    per_rank = {r: json.loads((work / f"peer_rank_{r}" / "peer.json").read_text()) for r in ranks}
+    ours_runs = json.loads((work / "lorarank" / "all_results.json").read_text())
+    report = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "config": args.config, "ranks": ranks,
+        "lorarank_wall_seconds": ours, "peer_wall_seconds": sum(peer.values()),
+        "speedup": sum(peer.values()) / ours,
+        "peer_per_rank": {str(r): {"wall_seconds": peer[r], **per_rank[r]} for r in ranks},
+        "lorarank_per_rank": {k: {"training_time_seconds": v["training_time_seconds"],
+                                  "final_eval_loss": v["final_eval_loss"]} for k, v in ours_runs.items()},
+        "workdir": str(work),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"lorarank {ours:.0f} s vs peer {sum(peer.values()):.0f} s ({len(ranks)} processes): "
+          f"{report['speedup']:.2f}x; wrote {args.out}")
+    for r in ranks:
+        print(f"  rank {r}: peer {peer[r]:.0f} s (train {per_rank[r]['train_seconds']:.0f} s, eval loss "
+              f"{per_rank[r]['final_eval_loss']:.4f}); lorarank train {ours_runs[str(r)]['training_time_seconds']:.0f} s, "
+              f"eval loss {ours_runs[str(r)]['final_eval_loss']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""A trial runner: what one process needs to run trials, set up once.
+
+The base model is loaded once, the data tokenized once, then any number of trials reuse them.
+The local executor keeps one runner in the driver process; the Ray executor holds one per worker
+(a Ray actor), so every worker also loads the base model once, not once per trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+
+from lorarank import env, lora, store
+from lorarank.env import log
+from lorarank.config import Config, config_hash
+from lorarank.data.format import prepare
+from lorarank.evaluate import task_accuracy
+from lorarank.model import load_base, pick_device
+from lorarank.train import eval_loss, packing_matches
+from lorarank.trial import Trial, run_trial
+
+
+class TrialRunner:
+    def __init__(self, cfg: Config):
+        self.cfg = copy.deepcopy(cfg)
+        self.device = pick_device()
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        self.base, self.tok = load_base(cfg.model, self.device)
+        lora.check_ranks(self.base, cfg.lora.target_modules, cfg.sweep.ranks)
+        self.data = prepare(cfg.data, self.tok)
+        if self.cfg.train.packing and not packing_matches(self.base, self.data.eval[:4], self.tok.pad_token_id,
+                                                          self.device):
+            log("this model mixes packed examples in attention: padding batches instead (slower, same results)")
+            self.cfg.train.packing = False
+
+    def describe(self) -> dict:
+        """Data statistics and the environment, for sweep.json."""
+        d = self.data
+        return {"data": {"fingerprint": d.fingerprint, "n_records": d.n_records, "n_train": len(d.train),
+                         "n_eval": len(d.eval), "prompt_format": d.prompt_format,
+                         "dropped_too_long": d.dropped_too_long, "families": d.families},
+                "environment": env.describe(self.device), "packing": self.cfg.train.packing}
+
+    def baseline(self, out: str | Path) -> dict:
+        """The base model's eval loss (and task accuracy), once per sweep: the "rank 0" reference row."""
+        cfg, data = self.cfg, self.data
+        path = Path(out) / store.BASELINE_FILE
+        key = config_hash({"model": cfg.model.__dict__, "data": data.fingerprint, "acc": cfg.data.accuracy_examples,
+                           "new_tokens": cfg.data.max_new_tokens})
+        if path.is_file():
+            previous = store.read_json(path)
+            if previous.get("key") == key:
+                return previous
+        t0 = time.perf_counter()
+        baseline = {"key": key, "rank": 0, "eval_loss": eval_loss(self.base, data.eval, cfg.train.batch_size * 2,
+                                                                   self.tok.pad_token_id, self.device, cfg.train.packing)}
+        baseline["accuracy"] = (task_accuracy(self.base, self.tok, data.eval[: cfg.data.accuracy_examples],
+                                              cfg.data.max_new_tokens, cfg.train.batch_size * 4, self.device)
+                                if data.verifiable and cfg.data.accuracy_examples else None)
+        baseline["seconds"] = time.perf_counter() - t0
+        store.write_json(path, baseline)
+        acc = f", accuracy {baseline['accuracy']['overall']:.1%}" if baseline["accuracy"] else ""
+        log(f"base model (rank 0): eval loss {baseline['eval_loss']:.4f}{acc}")
+        return baseline
+
+    def run(self, trial: Trial, trial_config: dict, out: str | Path, progress=None) -> dict:
+        self.base, run_data = run_trial(self.base, self.tok, self.data, self.cfg, trial, trial_config, Path(out),
+                                        self.device, progress=progress)
+        return run_data
