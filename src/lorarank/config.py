@@ -395,6 +395,9 @@ def validate(cfg: Config) -> list[str]:
     for tracker in cfg.report.report_to:
         if tracker not in TRACKERS:
             p.append(f"report.report_to: unknown tracker '{tracker}': use {', '.join(TRACKERS)}")
+    if s.full_finetune_lrs and m.load_in_4bit:
+        p.append("sweep.full_finetune_lrs needs trainable base weights, which 4-bit weights are not: "
+                 "drop --load-in-4bit or the full fine-tuning reference")
     if s.workers < 0 or s.cpus_per_trial <= 0 or s.gpus_per_trial < 0:
         p.append("sweep.workers must be >= 0, sweep.cpus_per_trial > 0 and sweep.gpus_per_trial >= 0")
     if not 0.0 <= cfg.report.tolerance < 1.0:
