@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +186,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}  # type: ignore[misc]
 _SECTION_TYPES = typing.get_type_hints(Config)
 
 
@@ -193,7 +194,7 @@ def _field_hints(section: str) -> dict[str, Any]:
 
 
 def all_keys() -> list[str]:
-    """Every valid dotted key, e.g. `train.learning_rate`."""
+    """Every valid dotted key, e.g. `train.max_steps`."""
     return [f"{s}.{k}" for s in _SECTION_TYPES for k in _field_hints(s)]
 
 
@@ -205,7 +206,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Return `value` converted to `hint`, or raise ValueError with a message naming `key`."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] and X | None
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)][0]
@@ -407,7 +408,5 @@ def validate(cfg: Config) -> list[str]:
 
 def config_hash(obj: Any) -> str:
     """Stable short hash of a JSON-able object (sorted keys), used for trial ids and caches."""
-    import hashlib
-
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

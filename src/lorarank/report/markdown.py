@@ -51,21 +51,17 @@ def results_table(pol: dict, baseline: dict | None, full_ft: dict | None = None)
             " n/a |" if has_acc else "")
         lines.append(f"| 0 (base model) | 0 | – | {baseline['eval_loss']:.4f} | – | – |{acc}")
     for r in sorted(rows, key=int):
-        row = rows[r]
-        line = (f"| {r} | {row['trainable_params']:,} ({100 * row['trainable_ratio']:.2f}%) | "
-                f"{fmt_est(row['final_train_loss'])} | {fmt_est(row['final_eval_loss'])} | "
-                f"{fmt_est(row['training_time_seconds'], 1)} | {fmt_est(row['tokens_per_second'], 0)} |")
-        if has_acc:
-            line += f" {fmt_est(row['accuracy'], 1, pct=True)} |"
-        lines.append(line)
+        lines.append(_result_row(r, rows[r], has_acc))
     if full_ft:
-        line = (f"| full fine-tuning (lr {full_ft['learning_rate']['chosen']:g}) | {full_ft['trainable_params']:,} (100%) | "
-                f"{fmt_est(full_ft['final_train_loss'])} | {fmt_est(full_ft['final_eval_loss'])} | "
-                f"{fmt_est(full_ft['training_time_seconds'], 1)} | {fmt_est(full_ft['tokens_per_second'], 0)} |")
-        if has_acc:
-            line += f" {fmt_est(full_ft['accuracy'], 1, pct=True)} |"
-        lines.append(line)
+        lines.append(_result_row(f"full fine-tuning (lr {full_ft['learning_rate']['chosen']:g})", full_ft, has_acc))
     return lines
+
+
+def _result_row(label: str, row: dict, has_acc: bool) -> str:
+    line = (f"| {label} | {row['trainable_params']:,} ({100 * row['trainable_ratio']:.2f}%) | "
+            f"{fmt_est(row['final_train_loss'])} | {fmt_est(row['final_eval_loss'])} | "
+            f"{fmt_est(row['training_time_seconds'], 1)} | {fmt_est(row['tokens_per_second'], 0)} |")
+    return line + (f" {fmt_est(row['accuracy'], 1, pct=True)} |" if has_acc else "")
 
 
 def family_table(pol: dict, baseline: dict | None) -> list[str]:
@@ -252,9 +248,13 @@ def subspace_lines(sub: dict | None) -> list[str]:
             vals = e["spaces"][space].values()
             top1 = sum(d["top1"] for d in vals) / len(vals)
             rand = sum(d["top1_random"] for d in vals) / len(vals)
-            out += ["", f"- {name}: mean φ(1,1) = {top1:.3f} against {rand:.4f} for random directions: "
-                    + ("the strongest direction is shared far above chance." if top1 > 10 * rand else
-                       "the strongest directions are not shared beyond chance.")]
+            if top1 > 0.5:
+                verdict = "the strongest direction is strongly shared (Hu et al. call φ > 0.5 strong)."
+            elif top1 > 10 * rand:
+                verdict = "the strongest direction is shared above chance, but weakly (φ < 0.5)."
+            else:
+                verdict = "the strongest directions are not shared beyond chance."
+            out += ["", f"- {name}: mean φ(1,1) = {top1:.3f} against {rand:.4f} for random directions: {verdict}"]
     return out
 
 
