@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     base = argparse.Namespace(model="smollm2-135m", alpha=16.0, dropout=0.05, batch=4, max_length=256, epochs=1.0,
                               lr=2e-4, seed=42, threads=__import__("os").cpu_count(), workdir="/tmp/lorarank-bench")
     points = []
-    for rank in args.ranks:
-        for n in args.records:
+    for n in args.records:  # ranks alternate at every size, so a drift in machine speed hits them alike
+        for rank in args.ranks:
             leg = run_leg(leg_lorarank, argparse.Namespace(**vars(base), rank=rank, records=n))
             points.append({"rank": rank, "records": n, "tokens": leg["tokens"], "seconds": leg["seconds"],
                            "tokens_per_second": leg["tokens"] / leg["seconds"],

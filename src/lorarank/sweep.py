@@ -23,21 +23,18 @@ from lorarank.env import log
 from lorarank.errors import UserError
 from lorarank.trial import Trial
 
-# settings that change speed but not results; kept out of trial ids so they never split a sweep
-_NOT_IN_ID = {("train", "num_threads"), ("train", "checkpoint_every"), ("train", "packing"), ("sweep", "output_dir"),
-              ("sweep", "executor"), ("sweep", "ray_address"), ("sweep", "workers"), ("sweep", "cpus_per_trial"),
-              ("sweep", "gpus_per_trial")}
+# training settings that change speed but not results; kept out of trial ids so they never split a sweep
+_SPEED_ONLY = ("num_threads", "checkpoint_every", "packing")
 
 
 def fixed_config(cfg: Config) -> dict:
-    """Everything a trial's result depends on except the swept axes."""
+    """Everything a trial's result depends on except the swept axes. The sweep section (axes, output
+    dir, executor and its resources) and the report section never change a trial's numbers."""
     d = copy.deepcopy(cfg.to_dict())
-    for section, key in _NOT_IN_ID:
-        d[section].pop(key, None)
-    for axis in ("ranks", "seeds", "learning_rates", "alpha_policies", "full_finetune_lrs"):
-        d["sweep"].pop(axis)
+    for key in _SPEED_ONLY:
+        d["train"].pop(key)
     d.pop("sweep")
-    d.pop("report")  # how results are presented never changes them
+    d.pop("report")
     return d
 
 
