@@ -120,8 +120,11 @@ def attach(base: nn.Module, rank: int, scaling: Scaling, dropout: float, target_
     with warnings.catch_warnings():  # PEFT calls a transformers API that warns about its own rename
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model = get_peft_model(base, peft_config(rank, scaling, dropout, target_modules))
-    if next(base.parameters()).device.type == "cpu":
+    if next(base.parameters()).device.type == "cpu":  # CPU-only speed-ups, same maths (see fused.py)
+        from lorarank.fused import use_fused_lora
+
         use_fast_dropout(model)
+        use_fused_lora(model)
     return model
 
 
@@ -147,12 +150,13 @@ class FastDropout(nn.Module):
         ends = []
         reached = 0.0
         while reached < n:  # draw more i.i.d. gaps until the positions pass the end (exact, no rejection)
-            u = 1.0 - torch.rand(chunk, dtype=torch.float64, device=device)  # (0, 1]: ln U is finite
-            steps = torch.ceil(torch.log(u) / self.log_keep).clamp_min_(1.0).cumsum_(0) + reached
-            ends.append(steps)
-            reached = float(steps[-1])
-        positions = torch.cat(ends) - 1.0  # the first drop sits at index G1 - 1
-        return positions[positions < n].long()
+            g = torch.rand(chunk, dtype=torch.float64, device=device).neg_().add_(1.0)  # U on (0, 1]: ln U finite
+            g.log_().div_(self.log_keep).ceil_().clamp_min_(1.0)  # the gaps G (in place: no temporaries)
+            g.cumsum_(0).add_(reached - 1.0)  # drop positions; the first drop sits at index G1 - 1
+            ends.append(g)
+            reached = float(g[-1]) + 1.0
+        positions = ends[0] if len(ends) == 1 else torch.cat(ends)  # sorted, so cut rather than mask
+        return positions[:int(torch.searchsorted(positions, float(n)))].long()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
