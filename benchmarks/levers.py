@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=24, help="interleaved step pairs per lever")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--only", default="", help="measure only the levers whose name contains this text")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "levers.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -132,8 +133,13 @@ def main(argv=None) -> int:
 
     results = {}
     for name, (off, on) in levers(model, step).items():
-        results[name] = interleaved(off, on, packed, packed)
-    results["packed rows (vs right-padded batches)"] = interleaved(lambda: None, lambda: None, padded, packed)
+        if args.only in name:
+            results[name] = interleaved(off, on, packed, packed)
+    masked = [{k: v for k, v in b.items() if k != "segments"} for b in packed]  # attention over the masked square
+    for name, off_batches in (("per-example attention (vs the block-diagonal mask)", masked),
+                              ("packed rows (vs right-padded batches)", padded)):
+        if args.only in name:
+            results[name] = interleaved(lambda: None, lambda: None, off_batches, packed)
     report = {"settings": vars(args), "levers": {}}
     for name, ratios in results.items():
         q1, med, q3 = statistics.quantiles(ratios, n=4)

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from lorarank import attention
 from lorarank.config import TrainConfig
 from lorarank.data.format import Example
 from lorarank.model import autocast
@@ -91,7 +92,7 @@ def collate_packed(batch: list[Example], device: torch.device) -> dict[str, torc
         pos += range(n)
         pred += [False] * (e.prompt_len - 1) + [True] * (n - e.prompt_len) + [False]  # next token is a completion token
     return {"input_ids": torch.tensor([ids], device=device), "position_ids": torch.tensor([pos], device=device),
-            "pred": torch.tensor([pred[:-1]], device=device)}
+            "pred": torch.tensor([pred[:-1]], device=device), "segments": tuple(len(e.input_ids) for e in batch)}
 
 
 def collate(batch: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -123,10 +124,11 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     emb = causal_lm.get_input_embeddings().weight  # never quantized: its dtype is the compute dtype
     pred = batch["pred"]
     targets = batch["input_ids"][:, 1:][pred]  # (N,)
+    extra = {"segment_lengths": batch["segments"]} if "segments" in batch and attention.active(causal_lm) else {}
     with autocast(emb.device, emb.dtype):
         hidden = causal_lm.get_decoder()(
             input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-            position_ids=batch.get("position_ids"), use_cache=False,
+            position_ids=batch.get("position_ids"), use_cache=False, **extra,
         ).last_hidden_state
         h = hidden[:, :-1][pred]  # (N, H)
         logits = causal_lm.get_output_embeddings()(h)
