@@ -15,6 +15,10 @@ from lorarank.data.format import Example
 
 # end-of-turn markers of common chat templates; generation stops at the first one
 STOP_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+# Prompts decoded together. Each generated token reads every weight once, whatever the batch, so
+# fewer and wider batches are faster: 48 suite prompts took 8.1 s in one batch, 10.9 s in two
+# (SmolLM2, 2-core CPU). Suite prompts are short, so the KV cache stays small even for 7B models.
+GENERATION_BATCH = 64
 
 
 def stop_ids(tokenizer) -> list[int]:

@@ -17,7 +17,7 @@ from lorarank import env, lora, store
 from lorarank.env import log
 from lorarank.config import Config, config_hash
 from lorarank.data.format import prepare
-from lorarank.evaluate import task_accuracy
+from lorarank.evaluate import GENERATION_BATCH, task_accuracy
 from lorarank.model import load_base, pick_device
 from lorarank.train import eval_loss, packing_matches
 from lorarank.trial import Trial, run_trial
@@ -59,7 +59,7 @@ class TrialRunner:
         baseline = {"key": key, "rank": 0, "eval_loss": eval_loss(self.base, data.eval, cfg.train.batch_size * 2,
                                                                    self.tok.pad_token_id, self.device, cfg.train.packing)}
         baseline["accuracy"] = (task_accuracy(self.base, self.tok, data.eval[: cfg.data.accuracy_examples],
-                                              cfg.data.max_new_tokens, cfg.train.batch_size * 4, self.device)
+                                              cfg.data.max_new_tokens, GENERATION_BATCH, self.device)
                                 if data.verifiable and cfg.data.accuracy_examples else None)
         baseline["seconds"] = time.perf_counter() - t0
         store.write_json(path, baseline)

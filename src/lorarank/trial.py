@@ -21,7 +21,7 @@ from lorarank import env, lora, store
 from lorarank.analysis import spectra
 from lorarank.config import Config
 from lorarank.data.format import PreparedData
-from lorarank.evaluate import task_accuracy
+from lorarank.evaluate import GENERATION_BATCH, task_accuracy
 from lorarank.train import Checkpointer, TrainResult, train
 
 
@@ -84,7 +84,7 @@ def after_training(model, base, tokenizer, data: PreparedData, cfg: Config, tria
     out = {"accuracy": None, "spectra": None, "adapter_bytes": None}
     if data.verifiable and cfg.data.accuracy_examples:
         out["accuracy"] = task_accuracy(model, tokenizer, data.eval[: cfg.data.accuracy_examples],
-                                        cfg.data.max_new_tokens, cfg.train.batch_size * 4, device)
+                                        cfg.data.max_new_tokens, GENERATION_BATCH, device)
     if full:  # ΔW = W_tuned - W_base of the same modules LoRA adapts; weights are not saved (too big)
         out["spectra"] = spectra.analyse_full(base, model, cfg.lora.target_modules)
     else:
