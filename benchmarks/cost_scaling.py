@@ -3,7 +3,8 @@
 Runs lorarank's training loop (each point in a fresh process, as in throughput.py) for every
 combination of --ranks and --records, then fits time = a + b·tokens per rank and reports the
 relative LoRA overhead of each rank against the smallest, next to the FLOP prediction
-6·r·Σ(d_in+d_out) / (4·N).
+6·r·Σ(d_in+d_out) / (4·N). Separate runs drift with the machine's speed, so the overhead is also
+measured in interleaved steps in one process (one model copy per rank, the same batches).
 
     python benchmarks/cost_scaling.py                       # ranks 8 64, 32/64/128 records
 """
@@ -22,10 +23,49 @@ sys.path.insert(0, str(ROOT / "src"))
 from throughput import leg_lorarank, run_leg  # noqa: E402
 
 
+def interleaved_overhead(ranks: list[int], records: int, steps: int) -> dict[int, dict]:
+    """Step time of each rank over the smallest, in interleaved steps in one process (one model copy
+    per rank, the same packed batches): robust to the machine's drift, unlike separate runs."""
+    import statistics
+
+    import torch
+    from levers import Step
+    from throughput import TARGETS, examples, load
+
+    from lorarank import lora
+    from lorarank.train import collate_packed
+
+    args = argparse.Namespace(model="smollm2-135m", records=records, seed=42, max_length=256)
+    torch.set_num_threads(__import__("os").cpu_count())
+    steppers = {}
+    for r in ranks:
+        base, tok = load(args)
+        model = lora.attach(base, r, lora.scaling_for(r, 16.0, "constant"), 0.05, TARGETS, 42)
+        model.train()
+        steppers[r] = Step(model, [q for q in model.parameters() if q.requires_grad], 2e-4)
+    exs = examples(args, tok)
+    batches = [collate_packed(exs[i:i + 4], torch.device("cpu")) for i in range(0, len(exs) - 3, 4)]
+    for step in steppers.values():
+        step(batches[0])  # warm-up
+    ratios = {r: [] for r in ranks}
+    for i in range(steps):
+        b = batches[1 + i % (len(batches) - 1)]
+        order = ranks if i % 2 == 0 else ranks[::-1]
+        t = {r: steppers[r](b) for r in order}
+        for r in ranks:
+            ratios[r].append(t[r] / t[min(ranks)])
+    out = {}
+    for r in ranks:
+        q1, med, q3 = statistics.quantiles(ratios[r], n=4)
+        out[r] = {"step_time_over_smallest": med, "quartiles": [q1, q3]}
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ranks", type=int, nargs="+", default=[8, 64])
     p.add_argument("--records", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--interleaved-steps", type=int, default=24, help="step pairs for the in-process rank comparison")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cost_scaling.json"))
     args = p.parse_args(argv)
     from throughput import main as _  # noqa: F401  (same defaults as the throughput benchmark)
@@ -56,6 +96,12 @@ def main(argv=None) -> int:
         print(f"rank {rank:>3}: {fits[rank]['ms_per_token']:.2f} ms/token (+{fits[rank]['seconds_fixed']:.1f} s fixed, "
               f"R² {fits[rank]['r2']:.3f}); vs rank {lo}: {fits[rank]['overhead_vs_smallest']:+.1%} measured, "
               f"{fits[rank]['predicted_overhead_vs_smallest']:+.1%} predicted")
+    inter = interleaved_overhead(args.ranks, 64, args.interleaved_steps)
+    for rank in args.ranks:
+        fits[rank]["interleaved"] = inter[rank]
+        q1, q3 = inter[rank]["quartiles"]
+        print(f"rank {rank:>3}: interleaved step time / rank {lo}'s = {inter[rank]['step_time_over_smallest']:.3f} "
+              f"(quartiles {q1:.3f}-{q3:.3f}); predicted {1 + fits[rank]['predicted_overhead_vs_smallest']:.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"points": points, "fits": {str(k): v for k, v in fits.items()}}, indent=2) + "\n")
     print(f"wrote {args.out}")
