@@ -11,7 +11,8 @@ from collections import defaultdict
 import torch
 
 from lorarank.data import suite
-from lorarank.data.format import Example
+from lorarank.config import DataConfig
+from lorarank.data.format import Example, PreparedData
 
 # end-of-turn markers of common chat templates; generation stops at the first one
 STOP_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
@@ -75,3 +76,12 @@ def task_accuracy(model, tokenizer, examples: list[Example], max_new_tokens: int
         "n": len(flat),
         "samples": samples,
     }
+
+
+def dataset_accuracy(model, tokenizer, data: PreparedData, cfg: DataConfig, device: torch.device) -> dict | None:
+    """Task accuracy on the first `accuracy_examples` eval records, or None when the dataset is not
+    verifiable or accuracy is turned off (the same rule for the base model and every trial)."""
+    if not (data.verifiable and cfg.accuracy_examples):
+        return None
+    return task_accuracy(model, tokenizer, data.eval[: cfg.accuracy_examples], cfg.max_new_tokens,
+                         GENERATION_BATCH, device)

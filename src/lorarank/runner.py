@@ -17,9 +17,9 @@ from lorarank import env, lora, store
 from lorarank.env import log
 from lorarank.config import Config, config_hash
 from lorarank.data.format import prepare
-from lorarank.evaluate import GENERATION_BATCH, task_accuracy
+from lorarank.evaluate import dataset_accuracy
 from lorarank.model import load_base, pick_device
-from lorarank.train import eval_loss, packing_matches
+from lorarank.train import eval_batch_size, eval_loss, packing_matches
 from lorarank.trial import Trial, run_trial
 
 
@@ -56,11 +56,9 @@ class TrialRunner:
             if previous.get("key") == key:
                 return previous
         t0 = time.perf_counter()
-        baseline = {"key": key, "rank": 0, "eval_loss": eval_loss(self.base, data.eval, cfg.train.batch_size * 2,
+        baseline = {"key": key, "rank": 0, "eval_loss": eval_loss(self.base, data.eval, eval_batch_size(cfg.train),
                                                                    self.tok.pad_token_id, self.device, cfg.train.packing)}
-        baseline["accuracy"] = (task_accuracy(self.base, self.tok, data.eval[: cfg.data.accuracy_examples],
-                                              cfg.data.max_new_tokens, GENERATION_BATCH, self.device)
-                                if data.verifiable and cfg.data.accuracy_examples else None)
+        baseline["accuracy"] = dataset_accuracy(self.base, self.tok, data, cfg.data, self.device)
         baseline["seconds"] = time.perf_counter() - t0
         store.write_json(path, baseline)
         acc = f", accuracy {baseline['accuracy']['overall']:.1%}" if baseline["accuracy"] else ""

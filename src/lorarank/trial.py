@@ -21,7 +21,7 @@ from lorarank import env, lora, store
 from lorarank.analysis import spectra
 from lorarank.config import Config
 from lorarank.data.format import PreparedData
-from lorarank.evaluate import GENERATION_BATCH, task_accuracy
+from lorarank.evaluate import dataset_accuracy
 from lorarank.train import Checkpointer, TrainResult, train
 
 
@@ -82,9 +82,7 @@ def after_training(model, base, tokenizer, data: PreparedData, cfg: Config, tria
                    device: torch.device, full: bool) -> dict:
     """Task accuracy, the spectrum of the learned update, and the saved adapter."""
     out = {"accuracy": None, "spectra": None, "adapter_bytes": None}
-    if data.verifiable and cfg.data.accuracy_examples:
-        out["accuracy"] = task_accuracy(model, tokenizer, data.eval[: cfg.data.accuracy_examples],
-                                        cfg.data.max_new_tokens, GENERATION_BATCH, device)
+    out["accuracy"] = dataset_accuracy(model, tokenizer, data, cfg.data, device)
     if full:  # ΔW = W_tuned - W_base of the same modules LoRA adapts; weights are not saved (too big)
         out["spectra"] = spectra.analyse_full(base, model, cfg.lora.target_modules)
     else:
