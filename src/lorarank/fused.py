@@ -52,8 +52,11 @@ class _LoraLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy):
         xd, weight, lora_a, lora_b, u, drop = ctx.saved_tensors
-        gu = (gy @ lora_b).mul_(ctx.gamma)  # (T, r)
-        g_b = (gy.t() @ u).mul_(ctx.gamma)
+        # The thin products are written as (r x T) or (r x d) results, transposed back as views: MKL
+        # runs a rank-r-rows-times-long-inner-dimension product 2x faster than the (T x r) or (d x r)
+        # layout of the same maths on these shapes (T ~ 200, r = 8).
+        gu = (lora_b.t() @ gy.t()).t().mul_(ctx.gamma)  # (T, r)
+        g_b = (u.t() @ gy).t().mul_(ctx.gamma)  # (d_out, r)
         g_a = gu.t() @ xd
         gx = None
         if ctx.needs_input_grad[0]:
@@ -61,9 +64,12 @@ class _LoraLinear(torch.autograd.Function):
             if drop is None:
                 gx.addmm_(gu, lora_a)
             else:
-                g_xd = gu @ lora_a  # ∂L/∂xd; through the dropout: zero the dropped, scale the kept by k
-                g_xd.view(-1).index_fill_(0, drop, 0.0)
-                gx.add_(g_xd, alpha=ctx.k)
+                # gx += k · (gu A) ⊙ m: add k · gu A everywhere, then put back gy W at the dropped
+                # entries (one gather and one scatter of ~p·T·d values instead of a masked T x d copy).
+                flat = gx.view(-1)
+                base_at_dropped = flat[drop]
+                gx.addmm_(gu, lora_a, alpha=ctx.k)
+                flat[drop] = base_at_dropped
         return gx, None, None, g_a, g_b, None, None, None
 
 
