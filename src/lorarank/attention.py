@@ -32,15 +32,12 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
     if not plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:  # grouped-query attention: each kv head serves `groups` query heads
-        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    outs, start = [], 0
-    for n in segment_lengths:
-        end = start + n
-        outs.append(F.scaled_dot_product_attention(query[:, :, start:end], key[:, :, start:end],
-                                                   value[:, :, start:end], is_causal=True, scale=scaling))
-        start = end
+    # torch.split, not slicing: its backward is one cat of the per-example gradients, where each
+    # slice's backward would zero-fill a full-length gradient. enable_gqa lets SDPA map query heads to
+    # their shared kv heads instead of materialising repeated keys and values.
+    gqa = getattr(module, "num_key_value_groups", 1) > 1
+    outs = [F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=gqa)
+            for q, k, v in zip(*(t.split(segment_lengths, dim=2) for t in (query, key, value)))]
     return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
 
 
