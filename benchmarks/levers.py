@@ -54,10 +54,51 @@ class Step:
         return time.perf_counter() - t0
 
 
+def plain_layout_backward(ctx, gy):
+    """The fused layer's backward before its layout choices: thin products in the (T x r) and (d x r)
+    layouts the maths is written in, and the dropout gradient through a masked T x d copy."""
+    xd, weight, lora_a, lora_b, u, drop = ctx.saved_tensors
+    gu = (gy @ lora_b).mul_(ctx.gamma)
+    g_b = (gy.t() @ u).mul_(ctx.gamma)
+    g_a = gu.t() @ xd
+    gx = None
+    if ctx.needs_input_grad[0]:
+        gx = gy @ weight
+        if drop is None:
+            gx.addmm_(gu, lora_a)
+        else:
+            g_xd = gu @ lora_a
+            g_xd.view(-1).index_fill_(0, drop, 0.0)
+            gx.add_(g_xd, alpha=ctx.k)
+    return gx, None, None, g_a, g_b, None, None, None
+
+
+def sliced_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+                     segment_lengths=None, **kwargs):
+    """Per-example attention before split and enable_gqa: a slice per example (each slice's backward
+    zero-fills a full-length gradient) and kv heads repeated for grouped-query attention."""
+    import torch.nn.functional as F
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    outs, start = [], 0
+    for n in segment_lengths:
+        outs.append(F.scaled_dot_product_attention(query[:, :, start:start + n], key[:, :, start:start + n],
+                                                   value[:, :, start:start + n], is_causal=True, scale=scaling))
+        start += n
+    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+
+
 def levers(model, step: Step):
     """name -> (switch off, switch back on). Each lever is switched off alone."""
-    from lorarank.fused import use_fused_lora
+    from transformers import AttentionInterface
+
+    from lorarank import attention
+    from lorarank.fused import _LoraLinear, use_fused_lora
     from lorarank.lora import FastDropout
+
+    laid_out_backward = _LoraLinear.backward
 
     def unfuse():
         for m in lora_layers(model):
@@ -81,10 +122,24 @@ def levers(model, step: Step):
     def fused_adam():
         step.opt = step.fused_adam
 
+    def plain_layouts():
+        _LoraLinear.backward = staticmethod(plain_layout_backward)
+
+    def laid_out():
+        _LoraLinear.backward = staticmethod(laid_out_backward)
+
+    def sliced():
+        AttentionInterface.register(attention.NAME, sliced_attention)
+
+    def split():
+        AttentionInterface.register(attention.NAME, attention.packed_sdpa)
+
     return {
         "fused LoRA layer (vs PEFT's modules)": (unfuse, lambda: use_fused_lora(model)),
         "fused layer + geometric-gap dropout (vs PEFT's modules + nn.Dropout)": (plain_dropout, fast_dropout),
         "fused AdamW (vs one tensor at a time)": (loop_adam, fused_adam),
+        "fused backward's thin-product layouts (vs the plain layouts)": (plain_layouts, laid_out),
+        "per-example attention by split + enable_gqa (vs slices + repeated kv)": (sliced, split),
     }
 
 

@@ -6,7 +6,11 @@ Peer: `benchmarks/peer.py` once per rank in a fresh process, as the original exp
 imports, model load, tokenization, training, evaluation every eval_every steps and at the end,
 adapter save). Same config, same steps, same data. Wall clock of whole processes.
 
+Also the floor: the least time lorarank's training and evaluation could take here, their frozen-model
+products alone at the rate measured at their shapes (throughput.gemm_rate), everything else free.
+
     python benchmarks/sweep_wall.py                        # writes benchmarks/results/sweep_wall.json
+    python benchmarks/sweep_wall.py --floor-only           # (re)computes the floor of a recorded run
 """
 
 from __future__ import annotations
@@ -31,13 +35,52 @@ def timed(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
+def gemm_floor(config: str, runs: dict) -> dict:
+    """Seconds the sweep's training and eval products need at the measured GEMM rate (an upper bound
+    on speed: LoRA, attention, norms, LM head, decoding, loading and the report are taken as free)."""
+    import math
+
+    import torch
+
+    from throughput import gemm_rate
+
+    from lorarank.config import load_config
+    from lorarank.data.format import prepare
+    from lorarank.model import load_base
+    from lorarank.train import eval_batch_size
+
+    cfg = load_config(config)
+    base, tok = load_base(cfg.model, torch.device("cpu"))
+    data = prepare(cfg.data, tok)
+    body = next(iter(runs.values()))["matmul_params"]["body"]
+    eval_tokens = sum(len(e.input_ids) for e in data.eval)
+    train_rows = round(sum(r["tokens_trained"] for r in runs.values()) / sum(r["total_steps"] for r in runs.values()))
+    eval_rows = round(eval_tokens / math.ceil(len(data.eval) / eval_batch_size(cfg.train)))
+    rate_train, rate_eval = gemm_rate(base, train_rows), gemm_rate(base, eval_rows)
+    evals = 1 + sum(len(r["eval_steps"]) for r in runs.values())  # + the base model's
+    train_s = sum(r["tokens_trained"] for r in runs.values()) * 4 * body / rate_train
+    eval_s = evals * eval_tokens * 2 * body / rate_eval  # forward only
+    return {"tokens_per_training_step": train_rows, "tokens_per_eval_batch": eval_rows,
+            "gemm_flops_train_shape": rate_train, "gemm_flops_eval_shape": rate_eval,
+            "train_seconds": train_s, "eval_seconds": eval_s, "seconds": train_s + eval_s}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "cpu_default.yaml"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sweep_wall.json"))
+    p.add_argument("--floor-only", action="store_true", help="add the floor to the run recorded in --out")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     from lorarank.config import load_config
+
+    if args.floor_only:
+        report = json.loads(Path(args.out).read_text())
+        runs = json.loads((Path(report["workdir"]) / "lorarank" / "all_results.json").read_text())
+        report["floor"] = gemm_floor(report["config"], runs)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        print_floor(report)
+        return 0
 
     ranks = load_config(args.config).sweep.ranks
     work = Path(tempfile.mkdtemp(prefix="lorarank-sweep-bench-"))
@@ -60,6 +103,7 @@ def main(argv=None) -> int:
                                   "final_eval_loss": v["final_eval_loss"]} for k, v in ours_runs.items()},
         "workdir": str(work),
     }
+    report["floor"] = gemm_floor(args.config, ours_runs)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"lorarank {ours:.0f} s vs peer {sum(peer.values()):.0f} s ({len(ranks)} processes): "
@@ -68,7 +112,15 @@ def main(argv=None) -> int:
         print(f"  rank {r}: peer {peer[r]:.0f} s (train {per_rank[r]['train_seconds']:.0f} s, eval loss "
               f"{per_rank[r]['final_eval_loss']:.4f}); lorarank train {ours_runs[str(r)]['training_time_seconds']:.0f} s, "
               f"eval loss {ours_runs[str(r)]['final_eval_loss']:.4f}")
+    print_floor(report)
     return 0
+
+
+def print_floor(report: dict) -> None:
+    f = report["floor"]
+    print(f"floor: the sweep's training and eval products alone, at {f['gemm_flops_train_shape'] / 1e9:.0f} / "
+          f"{f['gemm_flops_eval_shape'] / 1e9:.0f} GFLOP/s (train / eval shapes), take {f['seconds']:.0f} s; "
+          f"3x the peer would need the whole sweep in {report['peer_wall_seconds'] / 3:.0f} s")
 
 
 if __name__ == "__main__":
