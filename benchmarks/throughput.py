@@ -14,7 +14,9 @@ measured in the same invocation.
 Reported: training tokens/s (real, non-padding tokens), the ratio, model FLOP/s and MFU with
 4·N FLOPs per token (N = matmul parameters including the LM head) plus the LoRA terms 6·r·Σ(d_in+d_out),
 peak resident memory, and the training-set loss of both trained models measured by one function
-(so speed is not bought with a different objective). Writes JSON (--out).
+(so speed is not bought with a different objective). Also the ceiling: the rate of the frozen
+model's own products (forward and input gradient of every projection) at the step's shape, alone,
+and the tokens/s a loop doing nothing else would reach. Writes JSON (--out).
 """
 
 from __future__ import annotations
@@ -53,6 +55,30 @@ def matmul_peak(threads: int, seconds: float = 3.0) -> float:
             reps += 1
         best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
     return best
+
+
+def gemm_rate(model, tokens: int, rounds: int = 3) -> float:
+    """FLOP/s of the frozen model's own products at a step's shape, nothing else: for every decoder
+    projection W (d_out x d_in), in model order (so each weight comes in cold, as in a step), the
+    forward x Wᵀ and the input gradient gy W with `tokens` rows; 4·T·d_in·d_out FLOPs per weight.
+    Median of `rounds` passes. A loop that did only these products would train at
+    rate / (4·N_body) tokens/s: an upper bound for any trainer on this machine and these shapes."""
+    from torch import nn
+
+    weights = [m.weight.detach() for name, m in model.named_modules()
+               if isinstance(m, nn.Linear) and m.weight is not model.get_output_embeddings().weight]
+    xs = {w.shape[1]: torch.randn(tokens, w.shape[1]) for w in weights}
+    gys = {w.shape[0]: torch.randn(tokens, w.shape[0]) for w in weights}
+    flops = sum(4 * tokens * w.numel() for w in weights)
+    times = []
+    with torch.no_grad():
+        for _ in range(rounds + 1):  # the first pass warms up
+            t0 = time.perf_counter()
+            for w in weights:
+                xs[w.shape[1]] @ w.t()
+                gys[w.shape[0]] @ w
+            times.append(time.perf_counter() - t0)
+    return flops / statistics.median(times[1:])
 
 
 def records(n: int, seed: int):
@@ -182,6 +208,16 @@ def main(argv=None) -> int:
         tps = leg["tokens"] / leg["seconds"]
         report[name] = {**leg, "tokens_per_second": tps, "model_flops_per_second": tps * per_token,
                         "mfu": tps * per_token / peak}
+    # the ceiling: how fast the frozen model's products alone run at this step's shape
+    torch.set_num_threads(args.threads)
+    base, _ = load(args)
+    rate = gemm_rate(base, round(ours["tokens"] / ours["steps"]))
+    del base
+    ceiling = rate / (4 * ours["matmul_params"]["body"])
+    report["gemm_ceiling"] = {"tokens_per_step": round(ours["tokens"] / ours["steps"]), "gemm_flops": rate,
+                              "gemm_fraction_of_peak": rate / peak, "tokens_per_second": ceiling,
+                              "target_tokens_per_second": 2 * report["trl_sft_peft"]["tokens_per_second"],
+                              "lorarank_fraction_of_ceiling": report["lorarank"]["tokens_per_second"] / ceiling}
     ratios = [(o["tokens"] / o["seconds"]) / (q["tokens"] / q["seconds"]) for o, q in pairs]
     report["pair_speedups"] = ratios
     report["speedup"] = statistics.median(ratios)
@@ -194,6 +230,11 @@ def main(argv=None) -> int:
         print(f"{name:>13}: {r['tokens_per_second']:7.1f} tok/s  {r['model_flops_per_second'] / 1e9:6.1f} GFLOP/s  "
               f"MFU {r['mfu']:.0%}  peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB  "
               f"train loss after {r['train_loss_after']:.4f}  ({r['steps']} steps, {r['seconds']:.1f} s)")
+    c = report["gemm_ceiling"]
+    print(f"ceiling: the frozen model's products alone run at {c['gemm_flops'] / 1e9:.1f} GFLOP/s "
+          f"({c['gemm_fraction_of_peak']:.0%} of peak) at {c['tokens_per_step']} tokens per step: at most "
+          f"{c['tokens_per_second']:.0f} tok/s if nothing else took time; lorarank is at {c['lorarank_fraction_of_ceiling']:.0%} "
+          f"of it; 2x the peer is {c['target_tokens_per_second']:.0f} tok/s")
     print(f"speedup {report['speedup']:.2f}x (median of pairs: {', '.join(f'{r:.2f}' for r in ratios)}); train-loss difference {report['train_loss_relative_difference']:+.2%}; "
           f"identical tokenization {peer['identical_tokenization']:.0%}; wrote {args.out}")
     return 0
