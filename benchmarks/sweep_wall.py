@@ -6,8 +6,9 @@ Peer: `benchmarks/peer.py` once per rank in a fresh process, as the original exp
 imports, model load, tokenization, training, evaluation every eval_every steps and at the end,
 adapter save). Same config, same steps, same data. Wall clock of whole processes.
 
-Also the floor: the least time lorarank's training and evaluation could take here, their frozen-model
-products alone at the rate measured at their shapes (throughput.gemm_rate), everything else free.
+Also the floor: the least time lorarank's training and evaluation could take here, all their model FLOPs
+at the rate the frozen products alone reach at the same shapes (throughput.gemm_rate), everything
+else free.
 
     python benchmarks/sweep_wall.py                        # writes benchmarks/results/sweep_wall.json
     python benchmarks/sweep_wall.py --floor-only           # (re)computes the floor of a recorded run
@@ -36,8 +37,10 @@ def timed(cmd: list[str], log: Path) -> float:
 
 
 def gemm_floor(config: str, runs: dict) -> dict:
-    """Seconds the sweep's training and eval products need at the measured GEMM rate (an upper bound
-    on speed: LoRA, attention, norms, LM head, decoding, loading and the report are taken as free)."""
+    """Seconds the sweep's training and evaluation need if all their model FLOPs (frozen products,
+    LoRA products and the LM head on response positions, as in the MFU count) ran at the rate the
+    frozen products reach alone at the same shapes. A lower bound: attention, norms, the optimizer,
+    decoding, loading and the report are taken as free, and the thin LoRA products as fast as big ones."""
     import math
 
     import torch
@@ -52,16 +55,24 @@ def gemm_floor(config: str, runs: dict) -> dict:
     cfg = load_config(config)
     base, tok = load_base(cfg.model, torch.device("cpu"))
     data = prepare(cfg.data, tok)
-    body = next(iter(runs.values()))["matmul_params"]["body"]
+    first = next(iter(runs.values()))
+    body, head, per_rank = first["matmul_params"]["body"], first["matmul_params"]["head"], first["params_per_rank"]
     eval_tokens = sum(len(e.input_ids) for e in data.eval)
+    eval_completion = sum(e.n_completion for e in data.eval)
     train_rows = round(sum(r["tokens_trained"] for r in runs.values()) / sum(r["total_steps"] for r in runs.values()))
     eval_rows = round(eval_tokens / math.ceil(len(data.eval) / eval_batch_size(cfg.train)))
     rate_train, rate_eval = gemm_rate(base, train_rows), gemm_rate(base, eval_rows)
-    evals = 1 + sum(len(r["eval_steps"]) for r in runs.values())  # + the base model's
-    train_s = sum(r["tokens_trained"] for r in runs.values()) * 4 * body / rate_train
-    eval_s = evals * eval_tokens * 2 * body / rate_eval  # forward only
+    # forward + input gradient for the frozen products (4 FLOPs per parameter and token), plus the
+    # weight gradients for LoRA (6); forward only (2) for evaluation
+    train_flops = sum(r["tokens_trained"] * (4 * body + 6 * r["rank"] * per_rank)
+                      + r["completion_tokens_trained"] * 4 * head for r in runs.values())
+    eval_flops = sum(len(r["eval_steps"]) * (eval_tokens * (2 * body + 2 * r["rank"] * per_rank)
+                                             + eval_completion * 2 * head) for r in runs.values())
+    eval_flops += eval_tokens * 2 * body + eval_completion * 2 * head  # the base model's evaluation
+    train_s, eval_s = train_flops / rate_train, eval_flops / rate_eval
     return {"tokens_per_training_step": train_rows, "tokens_per_eval_batch": eval_rows,
             "gemm_flops_train_shape": rate_train, "gemm_flops_eval_shape": rate_eval,
+            "train_model_flops": train_flops, "eval_model_flops": eval_flops,
             "train_seconds": train_s, "eval_seconds": eval_s, "seconds": train_s + eval_s}
 
 
@@ -118,7 +129,7 @@ def main(argv=None) -> int:
 
 def print_floor(report: dict) -> None:
     f = report["floor"]
-    print(f"floor: the sweep's training and eval products alone, at {f['gemm_flops_train_shape'] / 1e9:.0f} / "
+    print(f"floor: the sweep's training and eval model FLOPs, at {f['gemm_flops_train_shape'] / 1e9:.0f} / "
           f"{f['gemm_flops_eval_shape'] / 1e9:.0f} GFLOP/s (train / eval shapes), take {f['seconds']:.0f} s; "
           f"3x the peer would need the whole sweep in {report['peer_wall_seconds'] / 3:.0f} s")
 
