@@ -65,8 +65,8 @@ def gemm_rate(model, tokens: int, rounds: int = 3) -> float:
     rate / (4·N_body) tokens/s: an upper bound for any trainer on this machine and these shapes."""
     from torch import nn
 
-    weights = [m.weight.detach() for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and m.weight is not model.get_output_embeddings().weight]
+    head = model.get_output_embeddings().weight
+    weights = [m.weight.detach() for m in model.modules() if isinstance(m, nn.Linear) and m.weight is not head]
     xs = {w.shape[1]: torch.randn(tokens, w.shape[1]) for w in weights}
     gys = {w.shape[0]: torch.randn(tokens, w.shape[0]) for w in weights}
     flops = sum(4 * tokens * w.numel() for w in weights)
@@ -211,10 +211,11 @@ def main(argv=None) -> int:
     # the ceiling: how fast the frozen model's products alone run at this step's shape
     torch.set_num_threads(args.threads)
     base, _ = load(args)
-    rate = gemm_rate(base, round(ours["tokens"] / ours["steps"]))
+    tokens_per_step = round(ours["tokens"] / ours["steps"])
+    rate = gemm_rate(base, tokens_per_step)
     del base
     ceiling = rate / (4 * ours["matmul_params"]["body"])
-    report["gemm_ceiling"] = {"tokens_per_step": round(ours["tokens"] / ours["steps"]), "gemm_flops": rate,
+    report["gemm_ceiling"] = {"tokens_per_step": tokens_per_step, "gemm_flops": rate,
                               "gemm_fraction_of_peak": rate / peak, "tokens_per_second": ceiling,
                               "target_tokens_per_second": 2 * report["trl_sft_peft"]["tokens_per_second"],
                               "lorarank_fraction_of_ceiling": report["lorarank"]["tokens_per_second"] / ceiling}
