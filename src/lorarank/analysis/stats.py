@@ -1,8 +1,9 @@
-"""Small, dependency-free statistics: t confidence intervals, paired differences, line fits, knees.
+"""Statistics on scipy.stats: t confidence intervals, paired differences, line fits, knees, TOST.
 
 With n seeds the 95% confidence interval of a mean is  x̄ ± t_{0.975, n-1} · s / √n  (Student t).
 Rank comparisons are paired: every rank of a seed saw the same data order and initialisation
 stream, so the CI of the per-seed difference is much tighter than that of two independent means.
+Quantiles and tests come from scipy.stats, the library results are usually checked against.
 """
 
 from __future__ import annotations
@@ -10,24 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-# two-sided 95% Student t critical values t_{0.975, df}
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-         18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+import numpy as np
+from scipy import stats
 
 
-def t_critical(df: int) -> float:
-    """t_{0.975, df}; linear interpolation between tabulated df, 1.96 in the limit."""
+def t_critical(df: int, level: float = 0.95) -> float:
+    """Two-sided Student t critical value t_{(1+level)/2, df} (t_{0.975, df} = 2.262 at df = 9)."""
     if df < 1:
         raise ValueError("need at least 2 values for a confidence interval")
-    if df in _T975:
-        return _T975[df]
-    keys = sorted(_T975)
-    if df > keys[-1]:
-        return 1.960
-    lo = max(k for k in keys if k < df)
-    hi = min(k for k in keys if k > df)
-    return _T975[lo] + (_T975[hi] - _T975[lo]) * (df - lo) / (hi - lo)
+    return float(stats.t.ppf((1 + level) / 2, df))
 
 
 @dataclass
@@ -71,24 +63,27 @@ class LineFit:
     intercept: float
     slope: float
     r2: float
+    n: int = 0
+    slope_low: float | None = None  # 95% CI of the slope (t with n - 2 df); None with two points
+    slope_high: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def fit_line(xs: list[float], ys: list[float]) -> LineFit:
-    """Ordinary least squares y = intercept + slope·x, with R²."""
+    """Ordinary least squares y = intercept + slope·x (scipy.stats.linregress), with R² and the
+    95% CI of the slope: slope ± t_{0.975, n-2} · SE(slope)."""
     n = len(xs)
     if n < 2 or len(set(xs)) < 2:
         raise ValueError("need at least two distinct x values")
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    slope = sxy / sxx
-    intercept = my - slope * mx
-    ss_tot = sum((y - my) ** 2 for y in ys)
-    ss_res = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
-    return LineFit(intercept, slope, 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0)
+    fit = stats.linregress(xs, ys)
+    exact = len(set(ys)) == 1  # constant y: a perfect fit (linregress returns NaN for r and SE)
+    r2 = 1.0 if exact else float(fit.rvalue) ** 2
+    if n < 3:
+        return LineFit(float(fit.intercept), float(fit.slope), r2, n)
+    half = 0.0 if exact else t_critical(n - 2) * float(fit.stderr)
+    return LineFit(float(fit.intercept), float(fit.slope), r2, n, float(fit.slope) - half, float(fit.slope) + half)
 
 
 def within_noise(diff: Estimate, best_mean: float, tolerance: float) -> bool:
@@ -143,7 +138,7 @@ def two_proportion_difference(p1: float, n1: int, p2: float, n2: int) -> Estimat
     add one success and one failure to each group, then the Wald interval; well-behaved at 0% and
     100%). This is the noise of a finite eval set, available even with a single seed."""
     a1, a2 = (p1 * n1 + 1) / (n1 + 2), (p2 * n2 + 1) / (n2 + 2)
-    half = 1.96 * math.sqrt(a1 * (1 - a1) / (n1 + 2) + a2 * (1 - a2) / (n2 + 2))
+    half = float(stats.norm.ppf(0.975)) * math.sqrt(a1 * (1 - a1) / (n1 + 2) + a2 * (1 - a2) / (n2 + 2))
     return Estimate(p1 - p2, a1 - a2 - half, a1 - a2 + half, min(n1, n2), None)
 
 
@@ -159,3 +154,64 @@ def compare_accuracy(small: list[dict], large: list[dict], tolerance: float) -> 
     return {"verdict": verdict, "difference": diff.to_dict(),
             "relative": diff.mean / b["overall"] if b["overall"] else None,
             "rule": f"one seed: 95% two-proportion CI over {a['n']} scored items"}
+
+
+# ---------------------------------------------------------------------------------------------- equivalence
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided tests (TOST) of |mean(d)| < margin on paired differences d."""
+    n: int
+    mean: float | None
+    low: float | None  # 90% CI of mean(d) (1 - 2α); equivalent <=> (low, high) inside (-margin, margin)
+    high: float | None
+    p_lower: float | None  # H0: mean(d) <= -margin
+    p_upper: float | None  # H0: mean(d) >= +margin
+    p: float | None  # max(p_lower, p_upper): the TOST p-value
+    margin: float
+    equivalent: bool | None  # None: no test possible (see reason)
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tost(differences: list[float], margin: float, alpha: float = 0.05) -> Equivalence:
+    """Paired equivalence test (Schuirmann 1987) of the per-seed differences d_s within ±margin.
+
+    Failing to find a difference is no evidence of equivalence; TOST tests it directly:
+        H0⁻: mean(d) <= -δ  vs  mean(d) > -δ     scipy.stats.ttest_1samp(d, -δ, alternative="greater")
+        H0⁺: mean(d) >= +δ  vs  mean(d) < +δ     scipy.stats.ttest_1samp(d, +δ, alternative="less")
+    Equivalent at level α when both reject, i.e. p = max(p⁻, p⁺) < α, which is the same as the
+    (1 - 2α) CI  mean ± t_{1-α, n-1}·s/√n  lying inside (-δ, δ).
+
+    Edge cases: one difference has no variance estimate, so no test (equivalent None). Differences
+    that are all equal (zero variance, e.g. the best rank against itself: all 0) have a CI that
+    collapses to the point, so equivalent iff |mean| < δ and each p-value is 0 or 1 (the limit as
+    the variance goes to 0). A non-finite difference (a diverged or missing run) gives no test.
+    """
+    if not (math.isfinite(margin) and margin > 0):
+        raise ValueError(f"equivalence margin must be a positive number, got {margin}")
+    d = np.asarray(differences, dtype=float)
+    n = int(d.size)
+    if n == 0:
+        return Equivalence(0, None, None, None, None, None, None, margin, None, "no paired values")
+    if not np.isfinite(d).all():
+        return Equivalence(n, None, None, None, None, None, None, margin, None,
+                           "a non-finite value (diverged or missing run): no test")
+    mean = float(d.mean())
+    if n == 1:
+        return Equivalence(1, mean, None, None, None, None, None, margin, None,
+                           "one seed gives no equivalence test: no estimate of the seed noise")
+    if np.ptp(d) == 0:
+        p_lower, p_upper = float(mean <= -margin), float(mean >= margin)
+        why = ("all differences are 0 (identical values): equivalent by definition" if mean == 0 else
+               "all differences are equal: no seed noise, the CI is the point itself")
+        return Equivalence(n, mean, mean, mean, p_lower, p_upper, max(p_lower, p_upper), margin,
+                           abs(mean) < margin, why)
+    p_lower = float(stats.ttest_1samp(d, -margin, alternative="greater").pvalue)
+    p_upper = float(stats.ttest_1samp(d, margin, alternative="less").pvalue)
+    half = t_critical(n - 1, 1 - 2 * alpha) * float(d.std(ddof=1)) / math.sqrt(n)
+    p = max(p_lower, p_upper)
+    return Equivalence(n, mean, mean - half, mean + half, p_lower, p_upper, p, margin, p < alpha)
