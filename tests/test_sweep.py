@@ -108,8 +108,13 @@ def test_science_sections_and_figures(tiny_sweep):
     assert 1.0 <= spec["effective_rank"] <= 8.0
     run = json.loads((tiny_sweep / "rank_8" / "run_data.json").read_text())
     assert len(run["spectra"]["per_module"]) == 2 * 7  # two layers, seven projections
-    sub = analysis["subspace"]["constant"]["small_vs_large"]
+    sub = pol["subspace"]["small_vs_large"]
     assert sub["ranks"] == [2, 8] and set(sub["spaces"]) == {"A", "delta_out"}
+    assert [v["space"] for v in sub["verdicts"]] == ["A", "delta_out"]
+    # the decisions and what they rest on live in analysis.json: thresholds and each row's trials
+    assert analysis["thresholds"]["strong_phi"] == 0.5 and analysis["thresholds"]["tolerance"] == 0.02
+    assert [t["name"] for t in pol["rows"]["8"]["trials"]] == ["rank_8"]
+    assert pol["knee"]["where"] in ("smallest", "inside", "largest")
     assert len(sub["spaces"]["A"]["q_proj"]["phi"]) == 2 and len(sub["spaces"]["A"]["q_proj"]["phi"][0]) == 8
 
 

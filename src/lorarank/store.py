@@ -1,28 +1,67 @@
-"""Results on disk: atomic writes, and finding trials that are already finished.
+"""Results on disk: atomic writes, write-once trial records, claims, and finding finished trials.
 
 Every file is written to a temporary file in the same directory and renamed into place, so a
 reader (or a rerun after `kill -9`) sees either the old complete file or the new complete file.
+A trial's run_data.json is written once, last, and never replaced: a retried failed trial first
+moves its failed attempt aside (`failed_attempts/<n>/`). Any OS error while writing (disk full,
+permission denied, read-only disk) becomes a `StorageError`: one line naming the path and the fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from lorarank.errors import UserError
 
 RUN_DATA = "run_data.json"
 SWEEP_FILE = "sweep.json"
 BASELINE_FILE = "baseline.json"
 ALL_RESULTS = "all_results.json"
 RESULTS_CSV = "results.csv"
+ERROR_FILE = "error.txt"
+LOCK_DIR = ".locks"
+ATTEMPTS_DIR = "failed_attempts"
+
+_FIXES = {errno.ENOSPC: "free space on that disk or pass --output-dir on another one",
+          errno.EDQUOT: "free space within your quota or pass --output-dir on another disk",
+          errno.EACCES: "make the directory writable for this user or pass --output-dir elsewhere",
+          errno.EPERM: "make the directory writable for this user or pass --output-dir elsewhere",
+          errno.EROFS: "the disk is read-only: pass --output-dir on a writable disk"}
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+class StorageError(UserError):
+    """Writing a result failed for a reason outside lorarank (disk full, permissions, read-only disk)."""
+
+
+def storage_error(path: Path, exc: OSError) -> StorageError:
+    fix = _FIXES.get(exc.errno, "check that disk and directory")
+    return StorageError(f"cannot write {path} ({exc.strerror or exc}): {fix}, then rerun the same command "
+                        "(finished trials are kept and skipped)")
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError raised while writing `path` into a one-line StorageError."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        raise storage_error(path, exc) from None
+
+
+def _write_temp(path: Path, data: bytes) -> str:
+    """Write `data` to a new temporary file beside `path`, flushed to disk; returns its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -30,11 +69,35 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
+    return tmp
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with writing(path):
+        tmp = _write_temp(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+def write_once(path: Path, data: bytes) -> None:
+    """Create `path` with `data`, atomically, and refuse to replace an existing file: os.link fails
+    with FileExistsError instead of overwriting, so a record can never be written twice."""
+    with writing(path):
+        tmp = _write_temp(path, data)
+    try:
+        os.link(tmp, path)  # FileExistsError propagates as itself: writing a record twice is a bug
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise storage_error(path, exc) from None
+    finally:
+        os.unlink(tmp)
 
 
 def _clean(obj: Any) -> Any:
@@ -48,8 +111,17 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n").encode()
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n").encode())
+    write_bytes_atomic(path, json_bytes(obj))
+
+
+def write_record(trial_dir: Path, run_data: dict) -> None:
+    """A trial's run_data.json: written once, never replaced."""
+    write_once(trial_dir / RUN_DATA, json_bytes(run_data))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -72,6 +144,68 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 FINAL_STATUSES = ("ok", "diverged")  # a rerun would reproduce these; `failed` trials are retried
 
 
+def archive_failed_attempt(trial_dir: Path) -> Path | None:
+    """Move a failed attempt's run_data.json and error.txt into failed_attempts/<n>/ before a retry,
+    so the retry writes a fresh record and no stale error.txt sits beside a good one."""
+    files = [trial_dir / n for n in (RUN_DATA, ERROR_FILE) if (trial_dir / n).exists()]
+    if not files:
+        return None
+    root = trial_dir / ATTEMPTS_DIR
+    target = root / str(len(list(root.iterdir())) + 1 if root.is_dir() else 1)
+    with writing(target):
+        target.mkdir(parents=True)
+        for f in files:
+            os.replace(f, target / f.name)
+    return target
+
+
+@contextlib.contextmanager
+def locked(path: Path, block: bool = True) -> Iterator[bool]:
+    """An exclusive advisory lock on `path` (created if missing) for the duration of the block.
+    Yields False at once instead of waiting when `block` is False and another process holds it.
+    The kernel releases a lock when its process dies, so a killed run never leaves a stale lock."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def claim(out_dir: Path, trial_id: str) -> contextlib.AbstractContextManager[bool]:
+    """Claim one trial for this process: True if it may run it, False while another process does.
+    Several `lorarank run` processes on one output directory thus split the trials between them."""
+    return locked(out_dir / LOCK_DIR / f"{trial_id}.lock", block=False)
+
+
+def holder(out_dir: Path, trial_id: str) -> str:
+    """The pid written into a trial's lock by the process holding it (for messages)."""
+    try:
+        return (out_dir / LOCK_DIR / f"{trial_id}.lock").read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def finished(trial_dir: Path, trial_id: str) -> bool:
+    """Is this trial recorded with a final status (`ok`, `diverged`) in `trial_dir`?"""
+    try:
+        data = read_json(trial_dir / RUN_DATA)
+    except (OSError, json.JSONDecodeError):
+        return False
+    return data.get("trial_id") == trial_id and data.get("status") in FINAL_STATUSES
+
+
 def recorded_trials(out_dir: Path) -> dict[str, dict]:
     """trial_id -> run_data for every readable run_data.json under out_dir (any status).
 
@@ -86,3 +220,42 @@ def recorded_trials(out_dir: Path) -> dict[str, dict]:
         if isinstance(data, dict) and data.get("trial_id"):
             found[data["trial_id"]] = {**data, "_dir": f.parent.name}
     return found
+
+
+CSV_KEYS = ["name", "method", "rank", "seed", "learning_rate", "alpha_policy", "lora_alpha", "effective_scale", "status",
+            "trainable_params", "total_params", "final_train_loss", "final_eval_loss", "training_time_seconds",
+            "tokens_per_second", "tokens_trained", "peak_memory_bytes", "adapter_bytes", "trial_id"]
+
+
+def load_sweep(out: Path) -> tuple[dict, dict | None, list[dict]]:
+    """(sweep.json, baseline.json or None, run_data of this sweep's trials sorted by policy, lr, seed, rank).
+
+    A record belongs to the sweep when its config, without the swept axes, is the sweep's fixed config:
+    results of another config in the same directory are never mixed into a report."""
+    sweep_file = out / SWEEP_FILE
+    if not sweep_file.is_file():
+        raise UserError(f"{out} is not a lorarank sweep directory (no {SWEEP_FILE}): "
+                        "pass the --output-dir of a finished `lorarank run`")
+    sweep = read_json(sweep_file)
+    base_file = out / BASELINE_FILE
+    baseline = read_json(base_file) if base_file.is_file() else None
+    runs = []
+    for f in sorted(out.glob(f"*/{RUN_DATA}")):
+        rd = read_json(f)
+        fixed = {k: v for k, v in rd.get("config", {}).items() if k != "trial"}
+        if fixed == sweep["fixed_config"]:
+            runs.append(rd)
+    if not runs:
+        raise UserError(f"{out} has no finished trials yet: run `lorarank run` with --output-dir {out}")
+    policies = {p: i for i, p in enumerate(sweep["axes"]["alpha_policies"])}
+    runs.sort(key=lambda r: (r.get("method", "lora") != "lora", policies.get(r["alpha_policy"], 99),
+                             r["learning_rate"], r["seed"], r["rank"]))
+    return sweep, baseline, runs
+
+
+def write_aggregates(out: Path, runs: list[dict]) -> dict[str, dict]:
+    """all_results.json (every record, keyed by rank plus suffixes, as the original) and results.csv."""
+    all_results = {r["name"].removeprefix("rank_"): r for r in runs}
+    write_json(out / ALL_RESULTS, all_results)
+    write_csv(out / RESULTS_CSV, [{k: r.get(k) for k in CSV_KEYS} for r in runs])
+    return all_results

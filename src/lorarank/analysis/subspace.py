@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from lorarank.analysis.model import PolicySummary, SubspaceEntry, SubspaceVerdict, Thresholds, TrialRef
+
 
 def right_singular_vectors(a: torch.Tensor) -> torch.Tensor:
     """(r, d) -> (r, d): rows are the right-singular vectors of A, strongest first."""
@@ -112,43 +114,53 @@ def _by_type(names, phi_of, dim_of) -> dict:
     return out
 
 
-def sweep_pairs(summary: dict, runs: list[dict]) -> dict[str, dict[str, tuple[dict, dict]]]:
-    """Per alpha policy, the adapter pairs worth comparing (each rank at its chosen LR):
-    smallest vs largest rank on the same seed, and two seeds of the largest rank."""
-    out: dict[str, dict[str, tuple[dict, dict]]] = {}
-    for policy, pol in summary["policies"].items():
-        def trials(rank):
-            lr = pol["rows"][str(rank)]["learning_rate"]["chosen"]
-            return sorted((t for t in runs if t.get("method", "lora") == "lora" and t["status"] == "ok"
-                           and t["alpha_policy"] == policy and t["rank"] == rank and t["learning_rate"] == lr),
-                          key=lambda t: t["seed"])
-        small, large = min(pol["ranks"]), max(pol["ranks"])
-        pairs = {}
-        by_seed = {t["seed"]: t for t in trials(large)}
-        common = [t for t in trials(small) if t["seed"] in by_seed]
-        if small != large and common:
-            pairs["small_vs_large"] = (common[0], by_seed[common[0]["seed"]])
-        if len(trials(large)) > 1:
-            pairs["seed_vs_seed"] = tuple(trials(large)[:2])
-        out[policy] = pairs
+def pairs(pol: PolicySummary) -> dict[str, tuple[TrialRef, TrialRef]]:
+    """The adapter pairs worth comparing, from the trials behind the rows (each rank at its chosen
+    LR): smallest vs largest rank on the first seed they share, and two seeds of the largest rank."""
+    small, large = min(pol.ranks), max(pol.ranks)
+    out = {}
+    by_seed = {t.seed: t for t in pol.rows[large].trials}
+    common = [t for t in pol.rows[small].trials if t.seed in by_seed]
+    if small != large and common:
+        out["small_vs_large"] = (common[0], by_seed[common[0].seed])
+    if len(pol.rows[large].trials) > 1:
+        out["seed_vs_seed"] = tuple(pol.rows[large].trials[:2])
     return out
 
 
-def sweep_similarity(out_dir: Path, summary: dict, runs: list[dict], previous: dict | None) -> dict | None:
-    """φ for every pair of `sweep_pairs`, reusing `previous` results for unchanged pairs, so a
-    report rebuilt from JSON alone (adapters deleted) keeps them."""
-    result: dict = {}
-    for policy, pairs in sweep_pairs(summary, runs).items():
-        for kind, (t1, t2) in pairs.items():
-            ids = [t1["trial_id"], t2["trial_id"]]
-            old = ((previous or {}).get(policy) or {}).get(kind)
-            if old and old.get("trial_ids") == ids:
-                result.setdefault(policy, {})[kind] = old
-                continue
-            d1, d2 = out_dir / t1["name"] / "adapter", out_dir / t2["name"] / "adapter"
-            if not ((d1 / "adapter_model.safetensors").is_file() and (d2 / "adapter_model.safetensors").is_file()):
-                continue
-            result.setdefault(policy, {})[kind] = {
-                "trial_ids": ids, "names": [t1["name"], t2["name"]], "ranks": [t1["rank"], t2["rank"]],
-                "seeds": [t1["seed"], t2["seed"]], "spaces": compare_adapters(d1, d2)}
-    return result or None
+def similarity(out_dir: Path, pol: PolicySummary, previous: dict | None) -> dict[str, dict]:
+    """φ for every pair of `pairs`, as stored in subspace.json: kind -> {trial_ids, names, ranks,
+    seeds, spaces}. A pair already in `previous` (the last subspace.json of this policy) is reused,
+    so a report rebuilt from JSON alone (adapters deleted) keeps it."""
+    result: dict[str, dict] = {}
+    for kind, (t1, t2) in pairs(pol).items():
+        ids = [t1.trial_id, t2.trial_id]
+        old = (previous or {}).get(kind)
+        if old and old.get("trial_ids") == ids:
+            result[kind] = old
+            continue
+        d1, d2 = out_dir / t1.name / "adapter", out_dir / t2.name / "adapter"
+        if not ((d1 / "adapter_model.safetensors").is_file() and (d2 / "adapter_model.safetensors").is_file()):
+            continue
+        result[kind] = {"trial_ids": ids, "names": [t1.name, t2.name], "ranks": [t1.rank, t2.rank],
+                        "seeds": [t1.seed, t2.seed], "spaces": compare_adapters(d1, d2)}
+    return result
+
+
+def verdicts(spaces: dict[str, dict[str, dict]], thresholds: Thresholds) -> list[SubspaceVerdict]:
+    """Per space, the mean φ(1,1) over module types against random directions: strong (above
+    Hu et al.'s 0.5), shared above chance, or not beyond chance."""
+    out = []
+    for space in ("A", "delta_out"):
+        vals = spaces[space].values()
+        top1 = sum(d["top1"] for d in vals) / len(vals)
+        rand = sum(d["top1_random"] for d in vals) / len(vals)
+        verdict = ("strong" if top1 > thresholds.strong_phi else
+                   "above_chance" if top1 > thresholds.above_chance * rand else "chance")
+        out.append(SubspaceVerdict(space, top1, rand, verdict))
+    return out
+
+
+def entries(stored: dict[str, dict], thresholds: Thresholds) -> dict[str, SubspaceEntry]:
+    return {kind: SubspaceEntry(kind=kind, **e, verdicts=verdicts(e["spaces"], thresholds))
+            for kind, e in stored.items()}

@@ -1,29 +1,33 @@
-"""From saved run_data.json records to the numbers that answer the four questions.
+"""Build the analysis model (analysis/model.py) from saved run_data.json records.
 
 For each alpha policy: per rank, pick the learning rate with the lowest mean final eval loss (each
-rank judged at its best LR), then aggregate over seeds (mean ± 95% CI), find the knee, compare the
-smallest and largest ranks, fit parameters and time against rank, summarise what the adapters
-learned (spectra), and judge the original experiment's hypotheses.
+rank judged at its best LR), then aggregate that LR's trials over seeds (mean ± 95% CI), find the
+knee, compare the smallest and largest ranks, fit parameters and time against rank, summarise what
+the adapters learned (spectra), and judge the original experiment's hypotheses. The trials behind
+each row are recorded in the row (`RankRow.trials`), so nothing downstream filters trials again.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from lorarank.analysis.stats import compare, compare_accuracy, fit_line, find_knee, mean_ci
+from lorarank.analysis.hypotheses import hypotheses, low_rank_hypothesis
+from lorarank.analysis.model import (Analysis, CapacityUse, Comparison, Curve, Knee, LrChoice, NoiseCheck, NotOk,
+                                     ParamsFit, PolicySummary, RankRow, Thresholds, TimeFit, TrialRef)
+from lorarank.analysis.stats import Estimate, compare, compare_accuracy, find_knee, fit_line, mean_ci
 
 
-def _by(items, key):
+def _by(items: list[dict], key: str) -> dict:
     out = defaultdict(list)
     for it in items:
         out[it[key]].append(it)
     return out
 
 
-def choose_lr(trials: list[dict]) -> tuple[float, dict[float, float]]:
-    """Best learning rate by mean final eval loss, and every candidate's mean."""
+def choose_lr(trials: list[dict]) -> LrChoice:
+    """Best learning rate by mean final eval loss, with every candidate's mean."""
     means = {lr: sum(t["final_eval_loss"] for t in ts) / len(ts) for lr, ts in _by(trials, "learning_rate").items()}
-    return min(means, key=means.get), means
+    return LrChoice(min(means, key=means.get), {f"{k:g}": v for k, v in sorted(means.items())})
 
 
 SPECTRAL_KEYS = ("effective_rank", "stable_rank", "energy_rank_90", "frobenius", "amplification")
@@ -52,35 +56,44 @@ def spectra_row(trials: list[dict]) -> dict | None:
     }
 
 
-def rank_row(trials: list[dict]) -> dict:
-    """Mean ± CI over seeds of every per-trial metric, for one rank at its chosen LR."""
-    def est(key):
-        vals = [t[key] for t in trials if t.get(key) is not None]
-        return mean_ci(vals).to_dict() if vals else None
+def mean_curve(trials: list[dict], xkey: str, ykey: str) -> Curve:
+    """Mean, min and max across seeds at each logged step present in every seed."""
+    per_step = defaultdict(list)
+    for t in trials:
+        for x, y in zip(t[xkey], t[ykey]):
+            per_step[x].append(y)
+    xs = sorted(x for x, ys in per_step.items() if len(ys) == len(trials))
+    return Curve(xs, [sum(per_step[x]) / len(per_step[x]) for x in xs], [min(per_step[x]) for x in xs],
+                 [max(per_step[x]) for x in xs], len(trials))
 
-    row = {
-        "seeds": sorted(t["seed"] for t in trials),
-        "trainable_params": trials[0]["trainable_params"],
-        "total_params": trials[0]["total_params"],
-        "trainable_ratio": trials[0]["trainable_ratio"],
-        "effective_scale": trials[0]["effective_scale"],
-        "lora_alpha": trials[0]["lora_alpha"],
-        "adapter_bytes": trials[0].get("adapter_bytes"),
-        "final_eval_loss": est("final_eval_loss"),
-        "final_train_loss": est("final_train_loss"),
-        "training_time_seconds": est("training_time_seconds"),
-        "tokens_per_second": est("tokens_per_second"),
-        "peak_memory_bytes": est("peak_memory_bytes"),
-        "accuracy": None,
-        "per_family": None,
-    }
+
+def _estimate(trials: list[dict], key: str) -> Estimate | None:
+    vals = [t[key] for t in trials if t.get(key) is not None]
+    return mean_ci(vals) if vals else None
+
+
+def rank_row(trials: list[dict], lr: LrChoice) -> RankRow:
+    """Mean ± CI over seeds of every per-trial metric, for one rank at its chosen LR."""
+    trials = sorted(trials, key=lambda t: t["seed"])
+    t0 = trials[0]
     accs = [t["accuracy"] for t in trials if t.get("accuracy")]
+    per_family = None
     if accs:
-        row["accuracy"] = mean_ci([a["overall"] for a in accs]).to_dict()
-        fams = sorted(accs[0]["per_family"])
-        row["per_family"] = {f: sum(a["per_family"][f] for a in accs) / len(accs) for f in fams}
-    row["spectra"] = spectra_row(trials)
-    return row
+        per_family = {f: sum(a["per_family"][f] for a in accs) / len(accs) for f in sorted(accs[0]["per_family"])}
+    return RankRow(
+        rank=t0["rank"], trials=[TrialRef(t["trial_id"], t["name"], t["seed"], t["rank"]) for t in trials], learning_rate=lr,
+        trainable_params=t0["trainable_params"], total_params=t0["total_params"],
+        trainable_ratio=t0["trainable_ratio"], effective_scale=t0["effective_scale"], lora_alpha=t0["lora_alpha"],
+        adapter_bytes=t0.get("adapter_bytes"), final_eval_loss=_estimate(trials, "final_eval_loss"),
+        final_train_loss=_estimate(trials, "final_train_loss"),
+        training_time_seconds=_estimate(trials, "training_time_seconds"),
+        tokens_per_second=_estimate(trials, "tokens_per_second"),
+        peak_memory_bytes=_estimate(trials, "peak_memory_bytes"),
+        accuracy=mean_ci([a["overall"] for a in accs]) if accs else None, per_family=per_family,
+        spectra=spectra_row(trials), train_curve=mean_curve(trials, "steps", "train_losses"),
+        eval_curve=mean_curve(trials, "eval_steps", "eval_losses"),
+        state_bytes=16 * t0["trainable_params"],
+    )
 
 
 def per_seed(trials_by_rank: dict[int, list[dict]], key: str) -> dict[int, dict[int, float]]:
@@ -92,18 +105,18 @@ def pick_pair(ranks: list[int]) -> tuple[int, int]:
     return (8, 64) if 8 in ranks and 64 in ranks else (min(ranks), max(ranks))
 
 
-def params_fit(rows: dict[int, dict], trials: list[dict]) -> dict:
+def params_fit(rows: dict[int, RankRow], trials: list[dict]) -> ParamsFit:
     ranks = sorted(rows)
-    fit = fit_line(ranks, [rows[r]["trainable_params"] for r in ranks]) if len(ranks) > 1 else None
+    fit = fit_line(ranks, [rows[r].trainable_params for r in ranks]) if len(ranks) > 1 else None
     per_rank = trials[0].get("params_per_rank")
     exact = per_rank is not None and all(t["trainable_params"] == t["rank"] * per_rank for t in trials)
-    return {"fit": fit.to_dict() if fit else None, "per_rank_formula": per_rank, "exact": exact}
+    return ParamsFit(fit, per_rank, exact)
 
 
-def time_fit(trials: list[dict]) -> dict | None:
-    """time = a + b·r over all trials; b·r_max / a is the measured relative LoRA overhead at r_max,
-    to compare with the FLOP prediction 6·r·Σ(d_in+d_out) / (4·N_body + 4·N_head·f), where f is the
-    share of tokens whose LM-head output is computed (completion tokens only)."""
+def time_fit(trials: list[dict], thresholds: Thresholds) -> TimeFit | None:
+    """time = a + b·r over all chosen trials; b·r_max / a is the measured relative LoRA overhead at
+    r_max, compared with cost.lora_overhead at the share of tokens whose LM-head output training
+    computed (completion tokens only)."""
     ranks = [t["rank"] for t in trials]
     if len(set(ranks)) < 2:
         return None
@@ -114,132 +127,80 @@ def time_fit(trials: list[dict]) -> dict | None:
     t0 = trials[0]
     if t0.get("params_per_rank") and t0.get("matmul_params") and t0.get("tokens_trained"):
         f = t0["completion_tokens_trained"] / t0["tokens_trained"]
-        base = 4 * t0["matmul_params"]["body"] + 4 * t0["matmul_params"]["head"] * f
-        predicted = 6 * r_max * t0["params_per_rank"] / base
-    return {"fit": fit.to_dict(), "r_max": r_max, "measured_overhead": measured, "predicted_overhead": predicted}
+        predicted = 6 * r_max * t0["params_per_rank"] / (4 * t0["matmul_params"]["body"] + 4 * t0["matmul_params"]["head"] * f)
+    negligible = measured is not None and measured < thresholds.negligible_time_overhead
+    return TimeFit(fit, r_max, measured, predicted, negligible)
 
 
-def _within(pol: dict, r: int) -> bool | None:
-    check = (pol["knee"] or {}).get("checks", {}).get(str(r))
-    return None if check is None else check["within_noise"]
+def knee_of(ranks: list[int], eval_seeds: dict[int, dict[int, float]], tolerance: float) -> Knee | None:
+    if len(ranks) < 2:
+        return None
+    k = find_knee(ranks, eval_seeds, tolerance)
+    checks = {int(r): NoiseCheck(Estimate(**c["difference"]) if c["difference"] else None, c["within_noise"])
+              for r, c in k["checks"].items()}
+    where = "smallest" if k["knee"] == ranks[0] else "largest" if k["knee"] == ranks[-1] else "inside"
+    return Knee(k["knee"], k["best"], k["rule"], checks, where)
 
 
-def _loss(pol: dict, r: int) -> float:
-    return pol["rows"][str(r)]["final_eval_loss"]["mean"]
+def comparison(d: dict | None) -> Comparison | None:
+    return None if d is None else Comparison(d["verdict"], Estimate(**d["difference"]), d["relative"], d["rule"])
 
 
-def hypotheses(pol: dict, baseline: dict | None, tolerance: float) -> list[dict]:
-    """The original experiment's expectations, each judged from this sweep's numbers.
-
-    "Within noise" is the knee rule: paired 95% CI across seeds, or the tolerance with one seed."""
-    ranks, knee = pol["ranks"], pol["knee"]
-    best = knee["best"] if knee else None
-    out = []
-
-    def row(rank, claim, verdict, evidence):
-        out.append({"rank": rank, "claim": claim, "verdict": verdict, "evidence": evidence})
-
-    def missing(rank, claim, need):
-        row(rank, claim, "INCONCLUSIVE", f"rank {need} was not part of this sweep")
-
-    claim8 = "minimal adaptation, may underfit complex tasks"
-    if 8 not in ranks or best is None:
-        missing(8, claim8, 8)
-    else:
-        gap = _loss(pol, 8) - _loss(pol, best)
-        ev = f"eval loss {_loss(pol, 8):.4f} vs {_loss(pol, best):.4f} at the best rank {best} ({gap:+.4f})"
-        worse = not _within(pol, 8)
-        row(8, claim8, "CONFIRMED" if worse else "REFUTED",
-            ev + ("; measurably worse than the best rank" if worse else "; within noise of the best rank"))
-
-    claim16 = "good balance for simple tasks"
-    if 16 not in ranks or best is None:
-        missing(16, claim16, 16)
-    elif baseline:
-        share = (baseline["eval_loss"] - _loss(pol, 16)) / (baseline["eval_loss"] - _loss(pol, best))
-        row(16, claim16, "CONFIRMED" if share >= 0.9 or _within(pol, 16) else "REFUTED",
-            f"rank 16 achieves {share:.0%} of the best rank's eval-loss improvement over the base model "
-            f"with {pol['rows']['16']['trainable_params'] / pol['rows'][str(best)]['trainable_params']:.0%} of its "
-            "parameters (balance = at least 90%)")
-    else:
-        row(16, claim16, "CONFIRMED" if _within(pol, 16) else "REFUTED",
-            "within noise of the best rank" if _within(pol, 16) else "measurably worse than the best rank")
-
-    claim32 = "standard choice, good for most tasks"
-    if 32 not in ranks or best is None:
-        missing(32, claim32, 32)
-    else:
-        ok = _within(pol, 32)
-        row(32, claim32, "CONFIRMED" if ok else "REFUTED",
-            f"eval loss {_loss(pol, 32):.4f}, " + ("within noise of the best rank" if ok else
-                                                    f"measurably worse than rank {best} ({_loss(pol, best):.4f})"))
-
-    claim64 = "maximum capacity, may not improve much over 32"
-    if 64 not in ranks or 32 not in ranks:
-        missing(64, claim64, 64 if 64 not in ranks else 32)
-    else:
-        from lorarank.analysis.stats import compare
-
-        seeds = {r: {s: v for s, v in pol["per_seed_eval"][str(r)].items()} for r in (32, 64)}
-        cmp_ = compare(seeds[64], seeds[32], tolerance)
-        d = cmp_["difference"]["mean"]
-        verdict = {"better": "REFUTED", "equivalent": "CONFIRMED", "worse": "CONFIRMED"}[cmp_["verdict"]]
-        row(64, claim64, verdict, f"rank 64 − rank 32 eval loss = {d:+.4f} ({cmp_['relative']:+.1%}): "
-            f"{'a clear improvement' if verdict == 'REFUTED' else 'no measurable improvement'} ({cmp_['rule']})")
-    return out
+def capacity_use(rows: dict[int, RankRow], thresholds: Thresholds) -> CapacityUse | None:
+    with_spectra = [r for r in sorted(rows) if rows[r].spectra]
+    if not with_spectra:
+        return None
+    top, r = rows[with_spectra[-1]].spectra["overall"], with_spectra[-1]
+    return CapacityUse(r, top["effective_rank"], top["energy_rank_90"],
+                       top["energy_rank_90"] < thresholds.unused_capacity_share * r)
 
 
-def summarize_policy(trials: list[dict], tolerance: float, baseline: dict | None = None) -> dict:
+def summarize_policy(policy: str, trials: list[dict], thresholds: Thresholds, baseline: dict | None) -> PolicySummary:
     by_rank_all = _by(trials, "rank")
     ranks = sorted(by_rank_all)
     chosen: dict[int, list[dict]] = {}
-    lrs = {}
+    rows: dict[int, RankRow] = {}
     for r in ranks:
-        lr, means = choose_lr(by_rank_all[r])
-        lrs[r] = {"chosen": lr, "candidates": {f"{k:g}": v for k, v in sorted(means.items())}}
-        chosen[r] = [t for t in by_rank_all[r] if t["learning_rate"] == lr]
-    rows = {r: {**rank_row(chosen[r]), "learning_rate": lrs[r]} for r in ranks}
+        lr = choose_lr(by_rank_all[r])
+        chosen[r] = [t for t in by_rank_all[r] if t["learning_rate"] == lr.chosen]
+        rows[r] = rank_row(chosen[r], lr)
     small, large = pick_pair(ranks)
     eval_seeds = per_seed(chosen, "final_eval_loss")
-    out = {
-        "ranks": ranks,
-        "rows": {str(r): rows[r] for r in ranks},
-        "knee": find_knee(ranks, eval_seeds, tolerance) if len(ranks) > 1 else None,
-        "pair": [small, large],
-        "small_vs_large": compare(eval_seeds[small], eval_seeds[large], tolerance) if small != large else None,
-        "small_vs_large_accuracy": None,
-        "params": params_fit(rows, [t for ts in chosen.values() for t in ts]),
-        "time": time_fit([t for ts in chosen.values() for t in ts]),
-        "per_seed_eval": {str(r): {str(k): v for k, v in eval_seeds[r].items()} for r in ranks},
-    }
+    tol = thresholds.tolerance
+    knee = knee_of(ranks, eval_seeds, tol)
+    small_vs_large = comparison(compare(eval_seeds[small], eval_seeds[large], tol)) if small != large else None
     with_acc = {r: [t for t in chosen[r] if t.get("accuracy")] for r in (small, large)}
+    acc = None
     if small != large and with_acc[small] and with_acc[large]:
-        out["small_vs_large_accuracy"] = compare_accuracy(with_acc[small], with_acc[large], tolerance)
-    out["hypotheses"] = hypotheses(out, baseline, tolerance)
-    return out
+        acc = comparison(compare_accuracy(with_acc[small], with_acc[large], tol))
+    flat = [t for ts in chosen.values() for t in ts]
+    pol = PolicySummary(
+        policy=policy, ranks=ranks, rows=rows, n_seeds=max(len(rows[r].trials) for r in ranks),
+        per_seed_eval=eval_seeds, knee=knee, pair=(small, large), small_vs_large=small_vs_large,
+        small_vs_large_accuracy=acc, low_rank_hypothesis=low_rank_hypothesis(small_vs_large),
+        params=params_fit(rows, flat), time=time_fit(flat, thresholds), hypotheses=[],
+        capacity_use=capacity_use(rows, thresholds))
+    pol.hypotheses = hypotheses(pol, baseline, thresholds)
+    return pol
 
 
-def full_finetune_row(trials: list[dict]) -> dict | None:
+def full_finetune_row(trials: list[dict]) -> RankRow | None:
     """The full fine-tuning reference: its best LR, aggregated over seeds like a rank."""
     if not trials:
         return None
-    lr, means = choose_lr(trials)
-    row = rank_row([t for t in trials if t["learning_rate"] == lr])
-    row["learning_rate"] = {"chosen": lr, "candidates": {f"{k:g}": v for k, v in sorted(means.items())}}
-    return row
+    lr = choose_lr(trials)
+    return rank_row([t for t in trials if t["learning_rate"] == lr.chosen], lr)
 
 
-def summarize(results: list[dict], tolerance: float, baseline: dict | None = None,
-              subspace: dict | None = None) -> dict:
+def summarize(results: list[dict], thresholds: Thresholds, baseline: dict | None = None) -> Analysis:
+    """The analysis of a sweep's records (any status); subspace similarity is added by analysis.build."""
     ok = [r for r in results if r.get("status") == "ok" and r.get("final_eval_loss") is not None]
     lora_ok = [r for r in ok if r.get("method", "lora") == "lora"]
     policies = list(dict.fromkeys(r["alpha_policy"] for r in results if r.get("method", "lora") == "lora"))
-    return {
-        "tolerance": tolerance,
-        "policies": {p: summarize_policy([r for r in lora_ok if r["alpha_policy"] == p], tolerance, baseline)
-                     for p in policies if any(r["alpha_policy"] == p for r in lora_ok)},
-        "full_finetune": full_finetune_row([r for r in ok if r.get("method") == "full"]),
-        "subspace": subspace,
-        "not_ok": [{"name": r["name"], "status": r["status"], "error": r.get("error")} for r in results
-                   if r.get("status") != "ok"],
-    }
+    return Analysis(
+        thresholds=thresholds,
+        policies={p: summarize_policy(p, [r for r in lora_ok if r["alpha_policy"] == p], thresholds, baseline)
+                  for p in policies if any(r["alpha_policy"] == p for r in lora_ok)},
+        full_finetune=full_finetune_row([r for r in ok if r.get("method") == "full"]),
+        not_ok=[NotOk(r["name"], r["status"], r.get("error")) for r in results if r.get("status") != "ok"],
+    )

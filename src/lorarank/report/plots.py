@@ -1,8 +1,7 @@
-"""Figures, built only from saved JSON. Each function returns a matplotlib Figure; none calls show()."""
+"""Figures of the analysis model (analysis/model.py), built only from saved JSON. Each function
+returns a matplotlib Figure and never calls show(); none filters trials or judges a result."""
 
 from __future__ import annotations
-
-from collections import defaultdict
 
 import matplotlib
 
@@ -11,7 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 
-from lorarank.report.markdown import line_text  # noqa: E402
+from lorarank.analysis.model import Curve, PolicySummary, RankRow  # noqa: E402
+from lorarank.analysis.stats import Estimate  # noqa: E402
+from lorarank.report.fmt import line_text  # noqa: E402
 
 
 def _colors(ranks: list[int]) -> dict[int, tuple]:
@@ -20,22 +21,11 @@ def _colors(ranks: list[int]) -> dict[int, tuple]:
     return {r: cmap(0.1 + 0.8 * i / n) for i, r in enumerate(sorted(ranks))}
 
 
-def _mean_curve(trials: list[dict], xkey: str, ykey: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Mean, min and max across seeds at each logged step (steps present in every seed)."""
-    per_step = defaultdict(list)
-    for t in trials:
-        for x, y in zip(t[xkey], t[ykey]):
-            per_step[x].append(y)
-    xs = sorted(x for x, ys in per_step.items() if len(ys) == len(trials))
-    return (xs, [sum(per_step[x]) / len(per_step[x]) for x in xs],
-            [min(per_step[x]) for x in xs], [max(per_step[x]) for x in xs])
-
-
-def _errorbars(ests: list[dict | None], scale: float = 1.0) -> list[float] | None:
+def _errorbars(ests: list[Estimate | None], scale: float = 1.0) -> list[float] | None:
     """Half-widths of 95% CIs for bar/point error bars; None (no bars at all) with one seed."""
-    if not any(e and e.get("low") is not None for e in ests):
+    if not any(e and e.low is not None for e in ests):
         return None
-    return [0.0 if not e or e.get("low") is None else scale * (e["high"] - e["low"]) / 2 for e in ests]
+    return [0.0 if not e or e.low is None else scale * (e.high - e.low) / 2 for e in ests]
 
 
 def _log_steps(ax) -> None:
@@ -50,16 +40,14 @@ def _log_steps(ax) -> None:
     ax.xaxis.set_major_formatter(fmt)
 
 
-def _curves(ax, chosen: dict[int, list[dict]], colors, xkey: str, ykey: str, title: str, ylabel: str):
-    for r, trials in sorted(chosen.items()):
-        xs, mean, lo, hi = _mean_curve(trials, xkey, ykey)
-        if not xs:
+def _curves(ax, curves: dict[int, Curve], colors, title: str, ylabel: str):
+    for r, c in sorted(curves.items()):
+        if not c.steps:
             continue
-        n = len(trials)
-        ax.plot(xs, mean, color=colors[r], lw=1.8, marker="o" if len(xs) < 8 else None, ms=3,
-                label=f"r={r}" + (f" (mean of {n})" if n > 1 else ""))
-        if n > 1:
-            ax.fill_between(xs, lo, hi, color=colors[r], alpha=0.15)
+        ax.plot(c.steps, c.mean, color=colors[r], lw=1.8, marker="o" if len(c.steps) < 8 else None, ms=3,
+                label=f"r={r}" + (f" (mean of {c.n})" if c.n > 1 else ""))
+        if c.n > 1:
+            ax.fill_between(c.steps, c.low, c.high, color=colors[r], alpha=0.15)
     _log_steps(ax)
     ax.set_xlabel("optimizer step (log scale)")
     ax.set_ylabel(ylabel)
@@ -67,30 +55,30 @@ def _curves(ax, chosen: dict[int, list[dict]], colors, xkey: str, ykey: str, tit
     ax.grid(True, alpha=0.3, which="both")
 
 
-def rank_comparison(summary: dict, chosen: dict[int, list[dict]], baseline: dict | None, policy: str) -> Figure:
+def rank_comparison(pol: PolicySummary, baseline: dict | None) -> Figure:
     """The original's four panels (loss curves, params vs loss, final losses, time) plus eval
     curves and task accuracy, for one alpha policy."""
-    ranks = sorted(chosen)
+    ranks, rows = pol.ranks, pol.rows
     colors = _colors(ranks)
-    rows = {int(k): v for k, v in summary["rows"].items()}
     fig, axes = plt.subplots(2, 3, figsize=(18, 10))
-    fig.suptitle(f"LoRA rank comparison (alpha policy: {policy}; bands = min..max over seeds, bars = 95% CI)",
+    fig.suptitle(f"LoRA rank comparison (alpha policy: {pol.policy}; bands = min..max over seeds, bars = 95% CI)",
                  fontsize=13)
 
     ax = axes[0, 0]
-    _curves(ax, chosen, colors, "steps", "train_losses", "Training loss vs LoRA rank", "train loss (completion tokens)")
+    _curves(ax, {r: rows[r].train_curve for r in ranks}, colors, "Training loss vs LoRA rank",
+            "train loss (completion tokens)")
     ax.legend(fontsize=8)
 
     ax = axes[0, 1]
-    _curves(ax, chosen, colors, "eval_steps", "eval_losses", "Eval loss vs LoRA rank", "eval loss (held-out)")
+    _curves(ax, {r: rows[r].eval_curve for r in ranks}, colors, "Eval loss vs LoRA rank", "eval loss (held-out)")
     if baseline:
         ax.axhline(baseline["eval_loss"], color="gray", ls="--", lw=1, label=f"base model {baseline['eval_loss']:.3f}")
     ax.legend(fontsize=8)
 
     ax = axes[0, 2]
-    params = [rows[r]["trainable_params"] / 1e6 for r in ranks]
-    evals = [rows[r]["final_eval_loss"]["mean"] for r in ranks]
-    yerr = _errorbars([rows[r]["final_eval_loss"] for r in ranks])
+    params = [rows[r].trainable_params / 1e6 for r in ranks]
+    evals = [rows[r].final_eval_loss.mean for r in ranks]
+    yerr = _errorbars([rows[r].final_eval_loss for r in ranks])
     if yerr:
         ax.errorbar(params, evals, yerr=yerr, fmt="none", ecolor="gray", capsize=3)
     ax.scatter(params, evals, c=[colors[r] for r in ranks], s=80, zorder=3)
@@ -104,10 +92,10 @@ def rank_comparison(summary: dict, chosen: dict[int, list[dict]], baseline: dict
     ax = axes[1, 0]
     x = list(range(len(ranks)))
     w = 0.38
-    train = [rows[r]["final_train_loss"]["mean"] for r in ranks]
-    ax.bar([i - w / 2 for i in x], train, w, yerr=_errorbars([rows[r]["final_train_loss"] for r in ranks]),
+    train = [rows[r].final_train_loss.mean for r in ranks]
+    ax.bar([i - w / 2 for i in x], train, w, yerr=_errorbars([rows[r].final_train_loss for r in ranks]),
            label="train", color="steelblue", capsize=3)
-    ax.bar([i + w / 2 for i in x], evals, w, yerr=_errorbars([rows[r]["final_eval_loss"] for r in ranks]),
+    ax.bar([i + w / 2 for i in x], evals, w, yerr=_errorbars([rows[r].final_eval_loss for r in ranks]),
            label="eval", color="coral", capsize=3)
     ax.set_xticks(x, [str(r) for r in ranks])
     ax.set_xlabel("LoRA rank")
@@ -117,13 +105,13 @@ def rank_comparison(summary: dict, chosen: dict[int, list[dict]], baseline: dict
     ax.grid(True, alpha=0.3, axis="y")
 
     ax = axes[1, 1]
-    times = [rows[r]["training_time_seconds"]["mean"] for r in ranks]
-    ax.bar(x, times, color=[colors[r] for r in ranks], yerr=_errorbars([rows[r]["training_time_seconds"] for r in ranks]),
+    times = [rows[r].training_time_seconds.mean for r in ranks]
+    ax.bar(x, times, color=[colors[r] for r in ranks], yerr=_errorbars([rows[r].training_time_seconds for r in ranks]),
            capsize=3)
-    fit = summary.get("time") and summary["time"]["fit"]
-    if fit:
-        ax.plot(x, [fit["intercept"] + fit["slope"] * r for r in ranks], "k--", lw=1,
-                label=f"fit {line_text(fit['intercept'], fit['slope'], 's', 3)}")
+    if pol.time:
+        fit = pol.time.fit
+        ax.plot(x, [fit.intercept + fit.slope * r for r in ranks], "k--", lw=1,
+                label=f"fit {line_text(fit.intercept, fit.slope, 's', 3)}")
         ax.legend(fontsize=8)
     ax.set_xticks(x, [str(r) for r in ranks])
     ax.set_xlabel("LoRA rank")
@@ -137,9 +125,9 @@ def rank_comparison(summary: dict, chosen: dict[int, list[dict]], baseline: dict
     return fig
 
 
-def _accuracy_panel(ax, rows: dict[int, dict], ranks: list[int], colors, baseline: dict | None) -> None:
-    if not any(rows[r]["accuracy"] for r in ranks):
-        ax.bar(range(len(ranks)), [rows[r]["tokens_per_second"]["mean"] for r in ranks],
+def _accuracy_panel(ax, rows: dict[int, RankRow], ranks: list[int], colors, baseline: dict | None) -> None:
+    if not any(rows[r].accuracy for r in ranks):
+        ax.bar(range(len(ranks)), [rows[r].tokens_per_second.mean for r in ranks],
                color=[colors[r] for r in ranks])
         ax.set_xticks(range(len(ranks)), [str(r) for r in ranks])
         ax.set_xlabel("LoRA rank")
@@ -149,15 +137,15 @@ def _accuracy_panel(ax, rows: dict[int, dict], ranks: list[int], colors, baselin
         return
     labels = (["base"] if baseline and baseline.get("accuracy") else []) + [str(r) for r in ranks]
     overall = ([baseline["accuracy"]["overall"]] if labels[0] == "base" else []) + \
-              [rows[r]["accuracy"]["mean"] for r in ranks]
-    errs = _errorbars(([None] if labels[0] == "base" else []) + [rows[r]["accuracy"] for r in ranks], scale=100)
+              [rows[r].accuracy.mean for r in ranks]
+    errs = _errorbars(([None] if labels[0] == "base" else []) + [rows[r].accuracy for r in ranks], scale=100)
     cols = (["lightgray"] if labels[0] == "base" else []) + [colors[r] for r in ranks]
     ax.bar(range(len(labels)), [100 * v for v in overall], yerr=errs, color=cols, capsize=3)
-    fams = sorted(rows[ranks[0]]["per_family"] or {})
+    fams = sorted(rows[ranks[0]].per_family or {})
     markers = "osD^v<>ph*"
     for j, fam in enumerate(fams):
         vals = ([baseline["accuracy"]["per_family"].get(fam, 0.0)] if labels[0] == "base" else []) + \
-               [rows[r]["per_family"][fam] for r in ranks]
+               [rows[r].per_family[fam] for r in ranks]
         ax.plot(range(len(labels)), [100 * v for v in vals], marker=markers[j % len(markers)], lw=0.8,
                 ms=4, alpha=0.8, label=fam)
     ax.set_xticks(range(len(labels)), labels)
@@ -184,13 +172,14 @@ def _by_type_lines(ax, spec_rows: dict[int, dict], key: str, ranks: list[int]) -
     ax.legend(fontsize=7, ncol=2)
 
 
-def adapter_analysis(pol: dict, full_ft: dict | None, policy: str) -> Figure | None:
+def adapter_analysis(pol: PolicySummary, full_ft: RankRow | None) -> Figure | None:
     """What the adapters learned: how many directions ΔW really uses, its spectrum, where it acts."""
-    ranks = [r for r in pol["ranks"] if pol["rows"][str(r)].get("spectra")]
+    ranks = [r for r in pol.ranks if pol.rows[r].spectra]
     if not ranks:
         return None
-    spec = {r: pol["rows"][str(r)]["spectra"] for r in ranks}
-    full_spec = full_ft.get("spectra") if full_ft else None
+    spec = {r: pol.rows[r].spectra for r in ranks}
+    full_spec = full_ft.spectra if full_ft else None
+    policy = pol.policy
     colors = _colors(ranks)
     fig, axes = plt.subplots(2, 2, figsize=(14, 10))
     fig.suptitle(f"What the adapters learned: spectrum of ΔW = γ·B·A per module (alpha policy: {policy})",
@@ -240,32 +229,33 @@ def adapter_analysis(pol: dict, full_ft: dict | None, policy: str) -> Figure | N
     return fig
 
 
-def subspace_similarity(sub: dict | None, policy: str) -> Figure | None:
+def subspace_similarity(pol: PolicySummary) -> Figure | None:
     """φ(i, j) heatmaps (Hu et al. 2021, Fig. 3): rows = comparison x space, columns = q_proj, v_proj."""
+    sub, policy = pol.subspace, pol.policy
     if not sub:
         return None
     rows = [(kind, space) for kind in ("small_vs_large", "seed_vs_seed") if kind in sub
             for space in ("A", "delta_out")]
-    types = [t for t in ("q_proj", "v_proj") if t in sub[rows[0][0]]["spaces"]["A"]] or \
-        sorted(sub[rows[0][0]]["spaces"]["A"])[:2]
+    types = [t for t in ("q_proj", "v_proj") if t in sub[rows[0][0]].spaces["A"]] or \
+        sorted(sub[rows[0][0]].spaces["A"])[:2]
     fig, axes = plt.subplots(len(rows), len(types), figsize=(6 * len(types), 4.2 * len(rows)), squeeze=False)
     fig.suptitle(f"Subspace similarity φ(i, j), mean over layers (Hu et al. 2021 §7.2; alpha policy: {policy})",
                  fontsize=12)
     space_name = {"A": "A (input directions)", "delta_out": "ΔW output directions"}
     for (kind, space), ax_row in zip(rows, axes):
         entry = sub[kind]
-        r1, r2 = entry["ranks"]
+        r1, r2 = entry.ranks
         for ax, t in zip(ax_row, types):
-            d = entry["spaces"][space][t]
+            d = entry.spaces[space][t]
             im = ax.imshow(d["phi"], vmin=0, vmax=1, cmap="viridis", aspect="auto",
                            extent=(0.5, len(d["phi"][0]) + 0.5, len(d["phi"]) + 0.5, 0.5))
             if kind == "small_vs_large":
                 ax.set_ylabel(f"i: top-i of r={r1}")
                 ax.set_xlabel(f"j: top-j of r={r2}")
-                what = f"r={r1} vs r={r2}, seed {entry['seeds'][0]}"
+                what = f"r={r1} vs r={r2}, seed {entry.seeds[0]}"
             else:
-                ax.set_ylabel(f"i: seed {entry['seeds'][0]}")
-                ax.set_xlabel(f"j: seed {entry['seeds'][1]}")
+                ax.set_ylabel(f"i: seed {entry.seeds[0]}")
+                ax.set_xlabel(f"j: seed {entry.seeds[1]}")
                 what = f"r={r1}, seed vs seed"
             ax.set_title(f"{t}, {space_name[space]}: {what}\nφ(1,1) = {d['top1']:.2f} "
                          f"(random {d['top1_random']:.3f})", fontsize=9)
@@ -276,17 +266,16 @@ def subspace_similarity(sub: dict | None, policy: str) -> Figure | None:
     return fig
 
 
-def cost(pol: dict, policy: str) -> Figure:
+def cost(pol: PolicySummary) -> Figure:
     """What rank costs: parameters (exactly linear), training time (fit vs FLOP prediction), memory."""
-    ranks = pol["ranks"]
-    rows = {r: pol["rows"][str(r)] for r in ranks}
+    ranks, rows, policy = pol.ranks, pol.rows, pol.policy
     colors = _colors(ranks)
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     fig.suptitle(f"Cost of rank (alpha policy: {policy})", fontsize=13)
 
     ax = axes[0]
-    ax.scatter(ranks, [rows[r]["trainable_params"] / 1e6 for r in ranks], c=[colors[r] for r in ranks], s=60, zorder=3)
-    per_rank = pol["params"]["per_rank_formula"]
+    ax.scatter(ranks, [rows[r].trainable_params / 1e6 for r in ranks], c=[colors[r] for r in ranks], s=60, zorder=3)
+    per_rank = pol.params.per_rank_formula
     if per_rank:
         ax.plot(ranks, [r * per_rank / 1e6 for r in ranks], "k--", lw=1, label=f"r × {per_rank:,}")
         ax.legend(fontsize=8)
@@ -296,19 +285,19 @@ def cost(pol: dict, policy: str) -> Figure:
     ax.grid(True, alpha=0.3)
 
     ax = axes[1]
-    times = [rows[r]["training_time_seconds"]["mean"] for r in ranks]
-    ax.errorbar(ranks, times, yerr=_errorbars([rows[r]["training_time_seconds"] for r in ranks]), fmt="o",
+    times = [rows[r].training_time_seconds.mean for r in ranks]
+    ax.errorbar(ranks, times, yerr=_errorbars([rows[r].training_time_seconds for r in ranks]), fmt="o",
                 color="black", capsize=3, zorder=3)
-    t = pol.get("time")
+    t = pol.time
     if t:
-        fit = t["fit"]
+        fit = t.fit
         xs = [0] + ranks
-        ax.plot(xs, [fit["intercept"] + fit["slope"] * x for x in xs], "k--", lw=1,
-                label=f"measured: {line_text(fit['intercept'], fit['slope'], 's', 3)}")
-        if t["predicted_overhead"] is not None:
-            per_r = fit["intercept"] * t["predicted_overhead"] / t["r_max"]
-            ax.plot(xs, [fit["intercept"] + per_r * x for x in xs], color="tab:red", ls=":", lw=1.5,
-                    label=f"FLOP prediction: +{t['predicted_overhead']:.0%} at r={t['r_max']}")
+        ax.plot(xs, [fit.intercept + fit.slope * x for x in xs], "k--", lw=1,
+                label=f"measured: {line_text(fit.intercept, fit.slope, 's', 3)}")
+        if t.predicted_overhead is not None:
+            per_r = fit.intercept * t.predicted_overhead / t.r_max
+            ax.plot(xs, [fit.intercept + per_r * x for x in xs], color="tab:red", ls=":", lw=1.5,
+                    label=f"FLOP prediction: +{t.predicted_overhead:.0%} at r={t.r_max}")
         ax.legend(fontsize=8)
     ax.set_xlabel("LoRA rank r")
     ax.set_ylabel("training time (s)")
@@ -316,10 +305,10 @@ def cost(pol: dict, policy: str) -> Figure:
     ax.grid(True, alpha=0.3)
 
     ax = axes[2]
-    mem = [rows[r]["peak_memory_bytes"]["mean"] / 2 ** 30 if rows[r].get("peak_memory_bytes") else 0 for r in ranks]
-    state = [rows[r]["trainable_params"] * 16 / 2 ** 30 for r in ranks]  # weights + grad + 2 AdamW moments, fp32
+    mem = [rows[r].peak_memory_bytes.mean / 2 ** 30 if rows[r].peak_memory_bytes else 0 for r in ranks]
+    state = [rows[r].state_bytes / 2 ** 30 for r in ranks]
     ax.plot(ranks, mem, "o-", color="tab:blue", label="peak memory of the process")
-    ax.plot(ranks, state, "s--", color="tab:orange", label="adapter + gradient + AdamW state (16 B/param)")
+    ax.plot(ranks, state, "s--", color="tab:orange", label="adapter + gradient + AdamW state (fp32)")
     ax.set_xlabel("LoRA rank r")
     ax.set_ylabel("GiB")
     ax.set_title("Memory vs rank")

@@ -1,0 +1,105 @@
+"""The analysis model decides; the renderers only render. Known answers on constructed records."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from lorarank.analysis.model import Thresholds
+from lorarank.analysis.summary import choose_lr, summarize
+
+REPORT = Path(__file__).resolve().parents[1] / "src" / "lorarank" / "report"
+
+
+def record(rank: int, seed: int, loss: float, lr: float = 1e-3, policy: str = "constant", time: float = 10.0) -> dict:
+    """A run_data record with the fields the analysis reads (P = 100 params per rank)."""
+    return {"status": "ok", "method": "lora", "rank": rank, "seed": seed, "learning_rate": lr, "alpha_policy": policy,
+            "trial_id": f"id-{rank}-{seed}-{lr:g}", "name": f"rank_{rank}_s{seed}", "trainable_params": 100 * rank,
+            "total_params": 10_000, "trainable_ratio": rank / 100, "effective_scale": 2.0, "lora_alpha": 2.0 * rank,
+            "adapter_bytes": 400 * rank, "final_eval_loss": loss, "final_train_loss": loss - 0.1,
+            "training_time_seconds": time + 0.01 * rank, "tokens_per_second": 100.0, "peak_memory_bytes": 2 ** 30,
+            "accuracy": None, "spectra": None, "steps": [1, 2], "train_losses": [loss + 1, loss],
+            "eval_steps": [2], "eval_losses": [loss], "params_per_rank": 100,
+            "matmul_params": {"body": 10_000, "head": 5_000}, "tokens_trained": 1000, "completion_tokens_trained": 500}
+
+
+def sweep(losses: dict[int, list[float]], **kw) -> list[dict]:
+    """losses: rank -> eval loss per seed (seeds 1, 2, ...)."""
+    return [record(r, s + 1, x, **kw) for r, xs in losses.items() for s, x in enumerate(xs)]
+
+
+def verdicts(analysis, policy="constant") -> dict[int, str]:
+    return {h.rank: h.verdict for h in analysis.policies[policy].hypotheses}
+
+
+def test_hypotheses_confirmed_when_small_ranks_underfit_and_64_plateaus():
+    # 8 clearly worse; 16 reaches 91% of the best improvement ((2.3 - 1.25) / (2.3 - 1.15)); 32 and 64 tied with 3 seeds
+    runs = sweep({8: [2.0, 2.02, 1.98], 16: [1.24, 1.26, 1.25], 32: [1.15, 1.16, 1.14], 64: [1.151, 1.149, 1.15]})
+    analysis = summarize(runs, Thresholds(tolerance=0.02), baseline={"eval_loss": 2.3})
+    v = verdicts(analysis)
+    assert v == {8: "CONFIRMED", 16: "CONFIRMED", 32: "CONFIRMED", 64: "CONFIRMED"}
+    h16 = analysis.policies["constant"].hypotheses[1].evidence
+    assert "91% of the best rank's eval-loss improvement" in h16 and "at least 90%" in h16
+
+
+def test_hypotheses_refuted_when_rank_barely_matters_but_64_improves():
+    # 8 within noise of the best (best = 8 itself); 16 and 32 measurably worse; 64 clearly better than 32
+    runs = sweep({8: [1.00, 1.01, 0.99], 16: [1.50, 1.52, 1.48], 32: [1.40, 1.41, 1.39], 64: [1.05, 1.06, 1.04]})
+    analysis = summarize(runs, Thresholds(tolerance=0.02), baseline={"eval_loss": 2.0})
+    v = verdicts(analysis)
+    assert v == {8: "REFUTED", 16: "REFUTED", 32: "REFUTED", 64: "REFUTED"}
+    pol = analysis.policies["constant"]
+    assert pol.knee.knee == 8 and pol.knee.where == "smallest"
+    assert pol.low_rank_hypothesis == "SUPPORTED (the small rank is even better)"
+
+
+def test_balance_threshold_is_a_field_of_the_model():
+    runs = sweep({16: [1.25, 1.26, 1.24], 32: [1.15, 1.16, 1.14]})
+    strict = summarize(runs, Thresholds(tolerance=0.02, balance_share=0.95), baseline={"eval_loss": 2.3})
+    loose = summarize(runs, Thresholds(tolerance=0.02, balance_share=0.9), baseline={"eval_loss": 2.3})
+    assert verdicts(strict)[16] == "REFUTED" and verdicts(loose)[16] == "CONFIRMED"  # 16 reaches 91%
+
+
+def test_choose_lr_picks_the_lower_mean_loss_and_rows_keep_its_trials():
+    runs = sweep({8: [1.5, 1.7]}, lr=1e-3) + sweep({8: [1.2, 1.4]}, lr=3e-3) + sweep({16: [1.1, 1.3]}, lr=1e-3) \
+        + sweep({16: [1.6, 1.6]}, lr=3e-3)
+    lr = choose_lr([r for r in runs if r["rank"] == 8])
+    assert lr.chosen == 3e-3 and lr.candidates == {"0.001": pytest.approx(1.6), "0.003": pytest.approx(1.3)}
+    pol = summarize(runs, Thresholds(tolerance=0.02)).policies["constant"]
+    assert pol.rows[8].learning_rate.chosen == 3e-3 and pol.rows[16].learning_rate.chosen == 1e-3
+    assert [t.trial_id for t in pol.rows[8].trials] == ["id-8-1-0.003", "id-8-2-0.003"]
+    assert pol.rows[8].final_eval_loss.mean == pytest.approx(1.3)
+    assert pol.per_seed_eval[8] == {1: 1.2, 2: 1.4}
+
+
+def test_time_verdict_uses_the_threshold_and_the_cost_model():
+    runs = sweep({8: [1.0], 64: [1.0]})  # time 10 + 0.01·r: 0.64 / 10 = 6.4% at r = 64
+    lax = summarize(runs, Thresholds(tolerance=0.02, negligible_time_overhead=0.07)).policies["constant"].time
+    strict = summarize(runs, Thresholds(tolerance=0.02)).policies["constant"].time
+    assert lax.measured_overhead == pytest.approx(0.064) and lax.negligible and not strict.negligible
+    # 6·64·100 / (4·10,000 + 4·5,000·0.5) = 38,400 / 50,000
+    assert strict.predicted_overhead == pytest.approx(0.768)
+
+
+def _report_trees():
+    return {p.name: ast.parse(p.read_text()) for p in sorted(REPORT.glob("*.py"))}
+
+
+def test_report_holds_no_thresholds_and_no_trial_filtering():
+    for name, tree in _report_trees().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):  # a threshold is a comparison with a fractional literal
+                consts = [c.value for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
+                assert not any(isinstance(c, float) for c in consts), f"{name}: threshold in {ast.unparse(node)}"
+            if isinstance(node, ast.Constant) and node.value in ("status", "learning_rate", "alpha_policy"):
+                raise AssertionError(f"{name} reads the trial field {node.value!r}: filtering belongs to analysis/")
+
+
+def test_markdown_and_plots_do_not_import_each_other():
+    for name, other in (("markdown.py", "plots"), ("plots.py", "markdown")):
+        tree = _report_trees()[name]
+        imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names] + \
+                   [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not any(m.endswith(other) for m in imported), f"{name} imports {other}"
