@@ -42,13 +42,10 @@ def test_sigkill_then_rerun_resumes(tmp_path):
     _wait_for(first, proc)
     proc.send_signal(signal.SIGKILL)  # mid-way through rank 4, after rank 2 was recorded
     proc.wait()
-    recorded = json.loads(first.read_text())
+    recorded = first.read_bytes()
     assert not (out / "rank_8" / "run_data.json").exists()
     assert run_cli("run", *TINY_ARGS, *SLOW, "--output-dir", str(out)) == 0
-    again = json.loads(first.read_text())
-    # not retrained: same record; only the sweep's total wall time, shared by every trial, was added
-    assert {k: v for k, v in again.items() if k != "sweep_wall_time_seconds"} == recorded
-    assert again["finished_at"] == recorded["finished_at"]
+    assert first.read_bytes() == recorded  # not retrained, not rewritten: the record is byte-identical
     results = json.loads((out / "all_results.json").read_text())
     assert sorted(results, key=int) == ["2", "4", "8"]
     assert all(r["status"] == "ok" for r in results.values())
@@ -89,12 +86,16 @@ def test_failure_in_one_trial_is_isolated(tmp_path, monkeypatch, capsys):
         assert json.loads((out / f"rank_{r}" / "run_data.json").read_text())["status"] == "ok"
     readme = (out / "README.md").read_text()
     assert "## Failed or diverged trials" in readme and "| rank_4 | failed |" in readme
-    # the failure was transient: a rerun retries only the failed trial
+    # the failure was transient: a rerun retries only the failed trial, and archives the failed attempt
     monkeypatch.setattr(trial_mod, "train", real_train)
-    ok_before = json.loads((out / "rank_2" / "run_data.json").read_text())
+    ok_before = (out / "rank_2" / "run_data.json").read_bytes()
     assert run_cli("run", *TINY_ARGS, "--output-dir", str(out)) == 0
     assert json.loads((out / "rank_4" / "run_data.json").read_text())["status"] == "ok"
-    assert json.loads((out / "rank_2" / "run_data.json").read_text())["finished_at"] == ok_before["finished_at"]
+    assert not (out / "rank_4" / "error.txt").exists()  # no stale error beside the good record
+    attempt = out / "rank_4" / "failed_attempts" / "1"
+    assert json.loads((attempt / "run_data.json").read_text())["status"] == "failed"
+    assert "injected failure" in (attempt / "error.txt").read_text()
+    assert (out / "rank_2" / "run_data.json").read_bytes() == ok_before
 
 
 def test_nan_loss_marks_trial_diverged(tmp_path, monkeypatch):

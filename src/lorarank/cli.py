@@ -14,11 +14,8 @@ from pathlib import Path
 
 from lorarank.errors import EXIT_TRIALS_FAILED, EXIT_USAGE, UserError
 
-DEFAULT_CONFIG = "configs/cpu_default.yaml"
-
-
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help=f"YAML config (default: {DEFAULT_CONFIG} when it exists, else built-in defaults)")
+    p.add_argument("--config", help="a YAML file or a preset name (default: cpu-default; `lorarank presets` lists them)")
     p.add_argument("--model", help="smollm2-135m | tiny-random | Hugging Face id | local directory")
     p.add_argument("--dataset", help="instruct-suite | path to .json/.jsonl | Hugging Face dataset id")
     p.add_argument("--ranks", nargs="+", metavar="R", help="LoRA ranks, e.g. --ranks 8 16 32 64")
@@ -46,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report = sub.add_parser("report", help="rebuild plots and README of a sweep directory from its JSON")
     report.add_argument("directory", help="a sweep's output directory")
+    sub.add_parser("presets", help="list the shipped configs (`--config NAME`)")
     return parser
 
 
@@ -69,7 +67,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
 def config_from(args: argparse.Namespace):
     from lorarank.config import load_config
 
-    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    path = args.config
     overrides = overrides_from(args)
     if args.seeds is not None:
         if args.seeds < 1:
@@ -83,8 +81,9 @@ def cmd_run(args) -> int:
     from lorarank.sweep import run_sweep
 
     outcome = run_sweep(config_from(args), progress=not args.no_progress)
+    elsewhere = f", {len(outcome.elsewhere)} run by another process" if outcome.elsewhere else ""
     print(f"[lorarank] done in {outcome.wall_seconds:.0f} s: trained {len(outcome.trained)}, "
-          f"skipped {len(outcome.skipped)} already finished")
+          f"skipped {len(outcome.skipped)} already finished{elsewhere}")
     plot = outcome.out_dir / "rank_comparison.png"
     print(f"[lorarank] report: {outcome.out_dir / 'README.md'}" + (f"  plot: {plot}" if plot.is_file() else ""))
     if outcome.failed:
@@ -112,6 +111,15 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_presets(args) -> int:  # noqa: ARG001
+    from lorarank.config import DEFAULT_PRESET, presets
+
+    for name, path in presets().items():
+        first = path.read_text().splitlines()[0].lstrip("# ")
+        print(f"{name:<16}{' (default)' if name == DEFAULT_PRESET else '':<11}{first}")
+    return 0
+
+
 def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt  # SIGTERM (e.g. a job scheduler) stops like Ctrl-C: completed trials are kept
 
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        return {"run": cmd_run, "plan": cmd_plan, "report": cmd_report}[args.command](args)
+        return {"run": cmd_run, "plan": cmd_plan, "report": cmd_report, "presets": cmd_presets}[args.command](args)
     except UserError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)

@@ -46,9 +46,14 @@ class TrialRunner:
                 "environment": env.describe(self.device), "packing": self.cfg.train.packing}
 
     def baseline(self, out: str | Path) -> dict:
-        """The base model's eval loss (and task accuracy), once per sweep: the "rank 0" reference row."""
+        """The base model's eval loss (and task accuracy), once per sweep: the "rank 0" reference row.
+        Under the directory's baseline lock, so concurrent processes compute it once."""
+        with store.locked(Path(out) / store.LOCK_DIR / "baseline.lock"):
+            return self._baseline(Path(out))
+
+    def _baseline(self, out: Path) -> dict:
         cfg, data = self.cfg, self.data
-        path = Path(out) / store.BASELINE_FILE
+        path = out / store.BASELINE_FILE
         key = config_hash({"model": cfg.model.__dict__, "data": data.fingerprint, "acc": cfg.data.accuracy_examples,
                            "new_tokens": cfg.data.max_new_tokens})
         if path.is_file():
@@ -65,7 +70,13 @@ class TrialRunner:
         log(f"base model (rank 0): eval loss {baseline['eval_loss']:.4f}{acc}")
         return baseline
 
-    def run(self, trial: Trial, trial_config: dict, out: str | Path, progress=None) -> dict:
-        self.base, run_data = run_trial(self.base, self.tok, self.data, self.cfg, trial, trial_config, Path(out),
-                                        self.device, progress=progress)
-        return run_data
+    def run(self, trial: Trial, trial_config: dict, out: str | Path, progress=None) -> tuple[Trial, dict | None]:
+        """(trial, its run_data), or (trial, None) when another process holds the trial's claim or
+        recorded it since this sweep was planned."""
+        out = Path(out)
+        with store.claim(out, trial.trial_id) as mine:
+            if not mine or store.finished(out / trial.name, trial.trial_id):
+                return trial, None
+            self.base, run_data = run_trial(self.base, self.tok, self.data, self.cfg, trial, trial_config, out,
+                                            self.device, progress=progress)
+        return trial, run_data

@@ -1,8 +1,11 @@
 """A sweep: expand ranks x seeds x learning rates x alpha policies into trials and run them.
 
 Everything except the swept axes is held equal: one tokenized dataset, one base model loaded once
-per process, the same data order and initialisation seed for every rank of a seed. Trials whose
-run_data.json already exists are skipped, so rerunning the same command resumes a sweep.
+per process, the same data order and initialisation seed for every rank of a seed. Trials recorded
+as `ok` or `diverged` are skipped and `failed` ones retried, so rerunning the same command resumes a
+sweep. Each trial is claimed before it runs (store.claim), so several processes started on one
+output directory split the trials instead of training any twice. Finished records are never
+rewritten: sweep-level numbers (invocations, total wall time) live in sweep.json.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import copy
 import dataclasses
 import itertools
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +93,7 @@ class SweepOutcome:
     results: dict[str, dict]  # all_results.json: key -> run_data
     trained: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)  # claimed or finished by another process meanwhile
     wall_seconds: float = 0.0
 
     @property
@@ -101,9 +106,7 @@ def prepare_output_dir(cfg: Config) -> Path:
     out = Path(cfg.sweep.output_dir).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        tempfile.TemporaryFile(dir=out).close()  # a unique probe: concurrent runs do not collide
     except OSError as exc:
         raise UserError(f"output dir {out} is not writable ({exc.strerror}): pass --output-dir to a writable directory") from None
     sweep_file = out / store.SWEEP_FILE
@@ -150,14 +153,18 @@ def run_sweep(cfg: Config, progress: bool = True) -> SweepOutcome:
              f"{d['dropped_too_long']} dropped as longer than {cfg.data.max_length} tokens")
         _write_sweep_file(out, cfg, info)
 
-    def on_result(run_data: dict) -> None:
+    def on_result(trial: Trial, run_data: dict | None) -> None:
+        if run_data is None:
+            outcome.elsewhere.append(trial.name)
+            log(f"{trial.name}: run by another lorarank process on this directory; skipped here")
+            return
         outcome.trained.append(run_data["name"])
         tqdm.write(summary_line(run_data))
         trackers.log_trial(run_data)
 
     EXECUTORS[cfg.sweep.executor](cfg, out, todo, progress, on_setup, on_result)
     outcome.wall_seconds = time.perf_counter() - start
-    outcome.results = aggregate(out, outcome.wall_seconds, bool(todo))
+    outcome.results = aggregate(out, outcome.wall_seconds, bool(outcome.trained))
     return outcome
 
 
@@ -172,7 +179,13 @@ def summary_line(r: dict) -> str:
 
 
 def _write_sweep_file(out: Path, cfg: Config, info: dict) -> None:
-    """sweep.json: the fixed config, its fingerprint, the union of axes run in this directory."""
+    """sweep.json: the fixed config, its fingerprint, the union of axes run in this directory.
+    Read-modify-write under the sweep's lock: concurrent processes each add their axes."""
+    with store.locked(out / store.LOCK_DIR / "sweep.lock"):
+        _update_sweep_file(out, cfg, info)
+
+
+def _update_sweep_file(out: Path, cfg: Config, info: dict) -> None:
     path = out / store.SWEEP_FILE
     previous = store.read_json(path) if path.is_file() else {}
     axes = previous.get("axes", {})
@@ -192,18 +205,15 @@ def _write_sweep_file(out: Path, cfg: Config, info: dict) -> None:
 
 
 def aggregate(out: Path, wall_seconds: float, trained_any: bool) -> dict[str, dict]:
-    """Record this invocation's wall time, then write all_results.json, results.csv and the report."""
+    """Record this invocation's wall time in sweep.json (never in the trials' records), then write
+    all_results.json, results.csv and the report."""
     from lorarank.report import build_report
 
-    sweep = store.read_json(out / store.SWEEP_FILE)
-    if trained_any:
-        sweep["invocations"] = sweep.get("invocations", []) + [
-            {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": wall_seconds, "pid": os.getpid()}]
-        sweep["sweep_wall_time_seconds"] = sum(i["wall_seconds"] for i in sweep["invocations"])
-        store.write_json(out / store.SWEEP_FILE, sweep)
-        for f in out.glob(f"*/{store.RUN_DATA}"):  # every run_data.json carries the sweep's total cost too
-            rd = store.read_json(f)
-            if rd.get("sweep_wall_time_seconds") != sweep["sweep_wall_time_seconds"]:
-                rd["sweep_wall_time_seconds"] = sweep["sweep_wall_time_seconds"]
-                store.write_json(f, rd)
-    return build_report(out)
+    with store.locked(out / store.LOCK_DIR / "sweep.lock"):
+        sweep = store.read_json(out / store.SWEEP_FILE)
+        if trained_any:
+            sweep["invocations"] = sweep.get("invocations", []) + [
+                {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": wall_seconds, "pid": os.getpid()}]
+            sweep["sweep_wall_time_seconds"] = sum(i["wall_seconds"] for i in sweep["invocations"])
+            store.write_json(out / store.SWEEP_FILE, sweep)
+        return build_report(out)

@@ -1,12 +1,15 @@
 """One trial: attach a fresh adapter to the shared base, train, evaluate, save, detach.
 
-Everything a trial produces goes into its directory, and `run_data.json` is written last and
-atomically: a trial with that file is finished; without it, it is redone on the next run.
+Everything a trial produces goes into its directory, and `run_data.json` is written last, once,
+atomically: a trial with that file is recorded; without it, it is redone on the next run. A failed
+attempt is moved to `failed_attempts/<n>/` before its retry (store.archive_failed_attempt).
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import platform
 import shutil
 import tempfile
 import time
@@ -41,7 +44,9 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
     """Returns (base model, untouched, with the adapter removed; run_data). Never raises for a
     trial-level failure (bad numerics, out-of-memory, a bug in one config): the trial is `failed`."""
     trial_dir = out_dir / trial.name
-    trial_dir.mkdir(parents=True, exist_ok=True)
+    with store.writing(trial_dir):
+        trial_dir.mkdir(parents=True, exist_ok=True)
+    store.archive_failed_attempt(trial_dir)
     full = trial.method == "full"
     scaling = None if full else lora.scaling_for(trial.rank, cfg.lora.alpha, trial.alpha_policy)
     env.reset_peak_memory(device)
@@ -53,13 +58,14 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
     else:
         model = lora.attach(base, trial.rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, trial.seed)
         trainable, total = model.get_nb_trainable_parameters()  # PEFT's own count, as the original
+    a_init = None if full else spectra.lora_a_weights(model)
     result, extras, error_tb = TrainResult(), {"accuracy": None, "spectra": None, "adapter_bytes": None}, None
     try:
         ckpt = Checkpointer(trial_dir / "checkpoint.pt", trial.trial_id, cfg.train.checkpoint_every)
         result = train(model, data.train, data.eval, cfg.train, trial.learning_rate, trial.seed,
                        tokenizer.pad_token_id, device, on_step=progress, checkpoint=ckpt)
         if result.status == "ok":
-            extras = after_training(model, base, tokenizer, data, cfg, trial_dir, device, full)
+            extras = after_training(model, base, tokenizer, data, cfg, trial_dir, device, full, a_init)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - isolate the trial, keep the sweep going
@@ -70,43 +76,46 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
             base = lora.detach(model)
         del model
     if error_tb:
-        store.write_text(trial_dir / "error.txt", error_tb)
+        store.write_text(trial_dir / store.ERROR_FILE, error_tb)
     run_data = build_run_data(trial, trial_config, scaling, trainable, total, result, data, device)
     run_data.update(shape)
     run_data.update(extras)
-    store.write_json(trial_dir / store.RUN_DATA, run_data)
+    store.write_record(trial_dir, run_data)
     return base, run_data
 
 
 def after_training(model, base, tokenizer, data: PreparedData, cfg: Config, trial_dir: Path,
-                   device: torch.device, full: bool) -> dict:
-    """Task accuracy, the spectrum of the learned update, and the saved adapter."""
+                   device: torch.device, full: bool, a_init: dict | None) -> dict:
+    """Task accuracy, the spectrum of the learned update, how far A moved, and the saved adapter."""
     out = {"accuracy": None, "spectra": None, "adapter_bytes": None}
     out["accuracy"] = dataset_accuracy(model, tokenizer, data, cfg.data, device)
     if full:  # ΔW = W_tuned - W_base of the same modules LoRA adapts; weights are not saved (too big)
         out["spectra"] = spectra.analyse_full(base, model, cfg.lora.target_modules)
     else:
         out["spectra"] = spectra.analyse(model)
+        out["a_relative_change"] = spectra.relative_change(a_init, spectra.lora_a_weights(model))
         out["adapter_bytes"] = save_adapter(model, trial_dir / "adapter")
     return out
 
 
 def save_adapter(model, target: Path) -> int:
     """PEFT format (adapter_config.json + adapter_model.safetensors), renamed into place."""
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with store.writing(target):
+        tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
+        try:
+            model.save_pretrained(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return sum(f.stat().st_size for f in target.iterdir() if f.is_file())
 
 
 def build_run_data(trial: Trial, trial_config: dict, scaling: lora.Scaling | None, trainable: int, total: int,
                    res: TrainResult, data: PreparedData, device: torch.device) -> dict:
-    """The self-describing record of one trial; schema in report/schema.py."""
+    """The self-describing record of one trial: the original experiment's keys, then lorarank's
+    (README "Outputs" lists the files; the keys are named for what they hold)."""
     final_eval = res.eval_losses[-1] if res.eval_losses and res.status == "ok" else None
     return {
         # the original experiment's keys
@@ -143,5 +152,6 @@ def build_run_data(trial: Trial, trial_config: dict, scaling: lora.Scaling | Non
                  "prompt_format": data.prompt_format, "dropped_too_long": data.dropped_too_long},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": env.describe(device),
+        "writer": {"pid": os.getpid(), "host": platform.node()},  # the one process that trained it
         "config": trial_config,
     }

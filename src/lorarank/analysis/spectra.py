@@ -41,6 +41,23 @@ def lora_factors(model) -> dict[str, tuple[torch.Tensor, torch.Tensor, float, to
     return out
 
 
+def lora_a_weights(model) -> dict[str, torch.Tensor]:
+    """A copy of every adapter's A (r x d_in, float32, CPU): only A, not the frozen weights, so a
+    snapshot before training costs r·Σd_in numbers."""
+    return {_short(name): mod.lora_A["default"].weight.detach().float().cpu().clone()
+            for name, mod in model.named_modules() if "default" in getattr(mod, "lora_A", {})}
+
+
+def relative_change(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict:
+    """‖A − A₀‖_F / ‖A₀‖_F per module, averaged overall and per module type: how far training moved A
+    from its random initialisation (B starts at zero and takes most early updates)."""
+    ratios = {n: float(torch.linalg.matrix_norm(after[n] - a0) / torch.linalg.matrix_norm(a0)) for n, a0 in before.items()}
+    by_type = defaultdict(list)
+    for name, x in ratios.items():
+        by_type[name.rsplit(".", 1)[-1]].append(x)
+    return {"overall": _mean(list(ratios.values())), "by_type": {t: _mean(v) for t, v in sorted(by_type.items())}}
+
+
 def _short(name: str) -> str:
     """'base_model.model.model.layers.3.self_attn.q_proj' -> 'layers.3.self_attn.q_proj'."""
     m = re.search(r"layers\.\d+\..*$", name)

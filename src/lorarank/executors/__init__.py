@@ -1,6 +1,7 @@
 """How trials run: `local` (in this process, one after another) or `ray` (Ray workers, in parallel).
 
-An executor gets the trials still to run and returns their run_data records. Every executor writes
+An executor gets the trials still to run and hands each one's run_data (None when another process
+ran it) to `on_result`. Every executor writes
 the same files into the same output directory, so resume and reports do not care which one ran.
 """
 

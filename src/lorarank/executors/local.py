@@ -13,11 +13,10 @@ from lorarank.trial import Trial
 
 
 def run_local(cfg: Config, out: Path, todo: list[tuple[Trial, dict]], progress: bool,
-              on_setup: Callable[[dict], None], on_result: Callable[[dict], None]) -> list[dict]:
+              on_setup: Callable[[dict], None], on_result: Callable[[Trial, dict | None], None]) -> None:
     runner = TrialRunner(cfg)
     on_setup(runner.describe())
     runner.baseline(out)
-    results = []
     bar = tqdm(total=len(todo), desc="sweep", unit="trial", disable=not progress, position=0)
     for trial, tc in todo:
         step_bar = tqdm(total=None, desc=trial.name, unit="step", leave=False, disable=not progress, position=1)
@@ -26,9 +25,8 @@ def run_local(cfg: Config, out: Path, todo: list[tuple[Trial, dict]], progress: 
             step_bar.update(1)
             step_bar.set_postfix(loss=f"{loss:.4f}")
 
-        results.append(runner.run(trial, tc, out, progress=tick))
+        outcome = runner.run(trial, tc, out, progress=tick)
         step_bar.close()
         bar.update(1)
-        on_result(results[-1])
+        on_result(*outcome)
     bar.close()
-    return results

@@ -73,7 +73,7 @@ def _get(ray, ref):
 
 
 def run_ray(cfg: Config, out: Path, todo: list[tuple[Trial, dict]], progress: bool,
-            on_setup: Callable[[dict], None], on_result: Callable[[dict], None]) -> list[dict]:
+            on_setup: Callable[[dict], None], on_result: Callable[[Trial, dict | None], None]) -> None:
     ray = _import_ray()
     from ray.util import ActorPool
 
@@ -88,15 +88,12 @@ def run_ray(cfg: Config, out: Path, todo: list[tuple[Trial, dict]], progress: bo
     try:
         on_setup(_get(ray, actors[0].describe.remote()))
         _get(ray, actors[0].baseline.remote(str(out)))
-        results = []
         bar = tqdm(total=len(todo), desc=f"sweep ({n_workers} Ray workers)", unit="trial", disable=not progress)
         pool = ActorPool(actors)
-        for run_data in pool.map_unordered(lambda a, t: a.run.remote(t[0], t[1], str(out)), todo):
-            results.append(run_data)
+        for outcome in pool.map_unordered(lambda a, t: a.run.remote(t[0], t[1], str(out)), todo):
             bar.update(1)
-            on_result(run_data)
+            on_result(*outcome)
         bar.close()
-        return results
     finally:
         for a in actors:
             ray.kill(a)

@@ -1,0 +1,109 @@
+"""Write-once records, concurrent runs on one directory, and storage faults that end in one line."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_ARGS, run_cli
+from lorarank import store
+
+
+def test_a_record_is_written_once(tmp_path):
+    store.write_record(tmp_path, {"status": "ok"})
+    with pytest.raises(FileExistsError):
+        store.write_record(tmp_path, {"status": "changed"})
+    assert json.loads((tmp_path / "run_data.json").read_text()) == {"status": "ok"}
+    assert [p.name for p in tmp_path.iterdir()] == ["run_data.json"]  # no temp file left
+
+
+def test_a_held_claim_is_refused_and_released_with_its_holder(tmp_path):
+    with store.claim(tmp_path, "trial-a") as first:
+        with store.claim(tmp_path, "trial-a") as second:  # a second open file description: another holder
+            assert first and not second
+        assert store.holder(tmp_path, "trial-a") == str(os.getpid())
+        with store.claim(tmp_path, "trial-b") as other:
+            assert other  # claims are per trial
+    with store.claim(tmp_path, "trial-a") as again:
+        assert again
+
+
+def _names_trained(stdout: str) -> set[str]:
+    return set(re.findall(r"^\[lorarank\] (rank_\d+): \d[\d,]* trainable params", stdout, re.M))
+
+
+def test_two_concurrent_runs_never_train_a_trial_twice(tmp_path):
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "lorarank", "run", *TINY_ARGS, "--ranks", "2", "4", "8", "16", "--max-steps", "20",
+           "train.eval_every=20", "data.accuracy_examples=0", "--output-dir", str(out)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    trained = [_names_trained(o) for o in outputs]
+    assert not trained[0] & trained[1], outputs  # no trial trained by both
+    assert trained[0] | trained[1] == {"rank_2", "rank_4", "rank_8", "rank_16"}
+    writers = {json.loads((out / n / "run_data.json").read_text())["writer"]["pid"] for n in trained[0] | trained[1]}
+    assert writers <= {procs[0].pid, procs[1].pid}
+    assert not list(out.rglob("failed_attempts")) and not list(out.rglob("*.tmp"))
+    invocations = json.loads((out / "sweep.json").read_text())["invocations"]
+    assert {i["pid"] for i in invocations} == {p.pid for p, t in zip(procs, trained) if t}  # none lost
+
+
+def test_disk_full_while_writing_the_report_ends_in_one_line(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "sweep"
+    real = store._write_temp
+
+    def full_for_figures(path: Path, data: bytes) -> str:
+        if path.suffix == ".png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(store, "_write_temp", full_for_figures)
+    assert run_cli("run", *TINY_ARGS, "--output-dir", str(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write ") and "No space left on device" in err[0]
+    assert "free space" in err[0] and "rerun the same command" in err[0]
+    records = {r: (out / f"rank_{r}" / "run_data.json").read_bytes() for r in (2, 4, 8)}  # finished and kept
+    monkeypatch.setattr(store, "_write_temp", real)  # space freed: the same command completes
+    assert run_cli("run", *TINY_ARGS, "--output-dir", str(out)) == 0
+    assert (out / "README.md").is_file() and (out / "rank_comparison.png").is_file()
+    assert {r: (out / f"rank_{r}" / "run_data.json").read_bytes() for r in (2, 4, 8)} == records
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_full_disk_for_real_then_freed(tmp_path):
+    """A sweep into a 300 KB tmpfs: trials that cannot save are failed, the run ends in one line
+    without a traceback; after the disk is enlarged the same command finishes with no stale errors."""
+    disk = tmp_path / "disk"
+    if shutil.which("mount") is None or not _mount_tmpfs(disk, "300k"):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        out = disk / "sweep"
+        cmd = [sys.executable, "-m", "lorarank", "run", *TINY_ARGS, "--output-dir", str(out)]
+        first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert first.returncode in (2, 3), first.stderr
+        assert "Traceback" not in first.stderr
+        errors = [line for line in first.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == (1 if first.returncode == 2 else 0), first.stderr
+        assert subprocess.run(["mount", "-o", "remount,size=64m", str(disk)]).returncode == 0
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 0, second.stderr
+        for r in (2, 4, 8):
+            assert json.loads((out / f"rank_{r}" / "run_data.json").read_text())["status"] == "ok"
+            assert not (out / f"rank_{r}" / "error.txt").exists()
+        assert (out / "README.md").is_file()
+    finally:
+        subprocess.run(["umount", str(disk)])
