@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `lorarank run` with no --config runs the cpu-default preset (src/lorarank/presets/cpu-default.yaml)
 run: install
-	$(PY) -m lorarank run --config configs/cpu_default.yaml $(ARGS)
+	$(PY) -m lorarank run $(ARGS)
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

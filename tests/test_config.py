@@ -9,7 +9,9 @@ from lorarank.errors import UserError
 
 
 def test_defaults_are_the_original_experiment():
-    cfg = load_config()
+    from lorarank.config import Config
+
+    cfg = Config()  # the base every preset and YAML file overrides
     assert cfg.sweep.ranks == [8, 16, 32, 64]
     assert cfg.lora.alpha == 32 and cfg.sweep.alpha_policies == ["constant"]
     assert cfg.sweep.learning_rates == [2e-4]
@@ -70,13 +72,31 @@ def test_bad_yaml(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-def test_every_shipped_config_loads():
-    from pathlib import Path
+def test_every_preset_loads_by_name_and_the_default_is_cpu_default():
+    from lorarank.config import presets
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-    assert configs
-    for path in configs:
-        load_config(path)  # raises on any unknown key or invalid value
+    assert set(presets()) == {"cpu-default", "tiny", "qwen0.5b-ranks", "original"}
+    for name in presets():
+        load_config(name)  # raises on any unknown key or invalid value
+    default = load_config(None)
+    assert default == load_config("cpu-default") == load_config("cpu_default")
+    assert default.model.name == "smollm2-135m" and default.train.max_steps == 40
+    assert load_config("original").model.name == "Qwen/Qwen2.5-7B-Instruct"
+    with pytest.raises(UserError, match="pass an existing YAML file or a preset: cpu-default, original"):
+        load_config("no-such-preset")
+
+
+def test_no_config_from_an_empty_directory_is_the_default_preset(tmp_path, monkeypatch, capsys):
+    """`lorarank plan` without --config, run from a directory with no configs/, plans cpu-default."""
+    import json
+
+    from conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("plan", "--json", "--model", "tiny-random", "--ranks", "2") == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["alpha_policy"] == "proportional"  # cpu-default's policy; Config() alone says constant
+    assert not list(tmp_path.iterdir())  # planning wrote nothing
 
 
 def test_device_and_dtype_selection_without_a_gpu():

@@ -46,7 +46,7 @@ def test_plan_original_preset_from_config_only_dir(tmp_path, capsys):
     model_dir = tmp_path / "qwen7b"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps(qwen7b))
-    assert run_cli("plan", "--config", "configs/seed_qwen7b_qlora.yaml", "--model", str(model_dir), "--json") == 0
+    assert run_cli("plan", "--config", "original", "--model", str(model_dir), "--json") == 0
     plan = json.loads(capsys.readouterr().out)
     # per layer: q 3584+3584, k 3584+512, v 3584+512, o 3584+3584, gate/up 3584+18944 each, down 18944+3584
     per_layer = 7168 + 4096 + 4096 + 7168 + 3 * 22528

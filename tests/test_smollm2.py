@@ -47,7 +47,7 @@ def test_conversion_round_trips_logits(smollm2_dir):
 def test_short_real_sweep(smollm2_dir, tmp_path):
     """Two ranks, three steps each, on the real model and the embedded suite."""
     out = tmp_path / "smol"
-    code = run_cli("run", "--config", "configs/cpu_default.yaml", "--ranks", "8", "16", "--max-steps", "3",
+    code = run_cli("run", "--ranks", "8", "16", "--max-steps", "3",
                    "train.eval_every=3", "data.suite_size=64", "data.accuracy_examples=4", "data.max_new_tokens=12",
                    "--output-dir", str(out), "--no-progress")
     assert code == 0

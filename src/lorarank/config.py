@@ -1,8 +1,10 @@
 """One typed configuration for a rank sweep: dataclasses loaded from YAML, plus CLI overrides.
 
-Every field has a default and a docstring saying why it exists. A YAML file only needs the fields it
-changes (a base config plus small overrides); `key=value` overrides on the command line use dotted
-names, e.g. `train.learning_rate=1e-3`. `load_config` validates everything once and raises a single
+Every field has a default and a docstring saying why it exists: these defaults are the original
+experiment's settings, the base that every YAML file and preset overrides. A YAML file only needs the
+fields it changes; presets ship inside the package (`presets/*.yaml`: cpu-default, the sweep that
+`lorarank run` runs when no --config is given, from any directory; tiny; qwen0.5b-ranks; original).
+`key=value` overrides on the command line use dotted names, e.g. `train.learning_rate=1e-3`. `load_config` validates everything once and raises a single
 `UserError` listing every problem, with a "did you mean" for unknown keys.
 """
 
@@ -281,10 +283,32 @@ def _flatten(doc: dict[str, Any], problems: list[str], source: str) -> dict[str,
     return flat
 
 
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+DEFAULT_PRESET = "cpu-default"
+
+
+def presets() -> dict[str, Path]:
+    """Preset name -> its YAML file inside the package."""
+    return {p.stem: p for p in sorted(PRESETS_DIR.glob("*.yaml"))}
+
+
+def config_file(name_or_path: str | Path | None) -> Path:
+    """The YAML behind `--config`: an existing file, else a preset name (`cpu-default`, `tiny`, ...;
+    `cpu_default` works too); None means the default preset."""
+    if name_or_path is None:
+        return presets()[DEFAULT_PRESET]
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        return p
+    name = str(name_or_path).removesuffix(".yaml").replace("_", "-")
+    if name in presets():  # a bare name, never a path
+        return presets()[name]
+    raise UserError(f"config file not found: {p} (pass an existing YAML file or a preset: "
+                    f"{', '.join(presets())})")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file not found: {p} (pass an existing YAML file, e.g. configs/cpu_default.yaml)")
     try:
         doc = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -311,12 +335,13 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults <- YAML file <- overrides (dotted keys); validated once, every problem reported together."""
+    """Defaults <- YAML file or preset (None: the cpu-default preset) <- overrides (dotted keys);
+    validated once, every problem reported together."""
     problems: list[str] = []
     cfg = Config()
-    if path is not None:
-        for key, value in _flatten(read_yaml(path), problems, str(path)).items():
-            _apply(cfg, key, value, problems)
+    source = config_file(path)
+    for key, value in _flatten(read_yaml(source), problems, str(source)).items():
+        _apply(cfg, key, value, problems)
     for key, value in (overrides or {}).items():
         _apply(cfg, key, value, problems)
     problems += validate(cfg)
