@@ -91,14 +91,14 @@ def collate_packed(batch: list[Example], device: torch.device) -> dict[str, torc
         n = len(e.input_ids)
         ids += e.input_ids
         pos += range(n)
-        pred += [False] * (e.prompt_len - 1) + [True] * (n - e.prompt_len) + [False]  # next token is a completion token
+        pred += e.loss_mask[1:] + [False]  # position t predicts token t+1: trained when that token is
     return {"input_ids": torch.tensor([ids], device=device), "position_ids": torch.tensor([pos], device=device),
             "pred": torch.tensor([pred[:-1]], device=device), "segments": tuple(len(e.input_ids) for e in batch)}
 
 
 def collate(batch: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example. `pred` marks positions whose next token is a completion
-    token: pred[b, t] is True when prompt_len_b - 1 <= t < len_b - 1."""
+    """Right-pad to the longest example. `pred` marks positions whose next token is trained on:
+    pred[b, t] = loss_mask_b[t + 1] for t < len_b - 1, False on padding."""
     width = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(batch), width), dtype=torch.long)
@@ -107,7 +107,7 @@ def collate(batch: list[Example], pad_id: int, device: torch.device) -> dict[str
         n = len(e.input_ids)
         ids[b, :n] = torch.tensor(e.input_ids)
         attn[b, :n] = 1
-        pred[b, e.prompt_len - 1:n - 1] = True
+        pred[b, :n - 1] = torch.tensor(e.loss_mask[1:], dtype=torch.bool)
     return {"input_ids": ids.to(device), "attention_mask": attn.to(device), "pred": pred.to(device)}
 
 
