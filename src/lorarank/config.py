@@ -388,8 +388,6 @@ def validate(cfg: Config) -> list[str]:
     for name in ("max_length", "suite_size", "max_new_tokens"):
         if getattr(d, name) < 1:
             p.append(f"data.{name} must be >= 1")
-    if not lo.target_modules:
-        p.append("lora.target_modules is empty: name at least one linear layer, e.g. q_proj")
     if d.format not in ("auto", *RECORD_SHAPES):
         p.append(f"data.format '{d.format}' is unknown: use auto or one of {', '.join(RECORD_SHAPES)}")
     if d.eval_dataset == "instruct-suite":
@@ -400,6 +398,8 @@ def validate(cfg: Config) -> list[str]:
     if d.exact_match and (d.format == "text" or not d.accuracy_examples):
         p.append("data.exact_match needs reference answers and data.accuracy_examples > 0: text records have no "
                  "answer; set data.accuracy_examples (e.g. 64) or drop data.exact_match")
+    if not lo.target_modules:
+        p.append("lora.target_modules is empty: name at least one linear layer, e.g. q_proj")
     if not 0.0 <= lo.dropout < 1.0:
         p.append(f"lora.dropout must be in [0, 1), got {lo.dropout}")
     if lo.alpha <= 0:
