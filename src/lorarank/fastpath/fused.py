@@ -18,21 +18,25 @@ The masks are FastDropout's (same random stream), so the maths is PEFT's exactly
 floating-point additions changes. Without it a SmolLM2-135M rank-8 step takes 1.09x as long
 (benchmarks/levers.py, interleaved steps).
 
-A layer is fused only when it is plain LoRA: one active adapter, not merged, no DoRA or other
-variant, no LoRA bias, a frozen nn.Linear base of the adapter's dtype, no autocast. Anything else
-runs PEFT's own forward, so QLoRA and CUDA runs are untouched.
+Two backward layouts of the same maths: LAID_OUT (the default) and PLAIN (the baseline it is
+measured against). A layer is fused only when it is plain LoRA: one active adapter, not merged, no
+DoRA or other variant, no LoRA bias, a frozen nn.Linear base of the adapter's dtype, no autocast.
+Anything else runs PEFT's own forward, so QLoRA and CUDA runs are untouched.
 """
 
 from __future__ import annotations
 
+import functools
 import types
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lorarank.fastpath.dropout import FastDropout
 
-class _LoraLinear(torch.autograd.Function):
+
+class LaidOut(torch.autograd.Function):
     """y = x Wᵀ + b + γ · (dropout(x) Aᵀ) Bᵀ for 2-D x. `drop` holds the flat indices of x's dropped
     entries (None: no dropout) and k = 1 / (1 − p) scales the kept ones."""
 
@@ -73,6 +77,31 @@ class _LoraLinear(torch.autograd.Function):
         return gx, None, None, g_a, g_b, None, None, None
 
 
+class Plain(LaidOut):
+    """The baseline backward: the thin products in the (T x r) and (d x r) layouts the maths is
+    written in, and the dropout gradient through a masked T x d copy. Same forward, same values."""
+
+    @staticmethod
+    def backward(ctx, gy):
+        xd, weight, lora_a, lora_b, u, drop = ctx.saved_tensors
+        gu = (gy @ lora_b).mul_(ctx.gamma)
+        g_b = (gy.t() @ u).mul_(ctx.gamma)
+        g_a = gu.t() @ xd
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = gy @ weight
+            if drop is None:
+                gx.addmm_(gu, lora_a)
+            else:
+                g_xd = gu @ lora_a
+                g_xd.view(-1).index_fill_(0, drop, 0.0)
+                gx.add_(g_xd, alpha=ctx.k)
+        return gx, None, None, g_a, g_b, None, None, None
+
+
+LAYOUTS = {"laid_out": LaidOut, "plain": Plain}
+
+
 def fusable(layer, x: torch.Tensor) -> bool:
     """Plain LoRA on a frozen nn.Linear, outside autocast: the only case the fused function computes."""
     adapters = layer.active_adapters
@@ -91,7 +120,7 @@ def fusable(layer, x: torch.Tensor) -> bool:
     )
 
 
-def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+def forward(self, x: torch.Tensor, *args, function: type[LaidOut] = LaidOut, **kwargs) -> torch.Tensor:
     """Forward of one PEFT lora.Linear: the fused function when it applies, PEFT's own otherwise."""
     if args or kwargs or not fusable(self, x):
         return type(self).forward(self, x, *args, **kwargs)
@@ -101,21 +130,27 @@ def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     drop, k = None, 1.0
     if self.training and getattr(dropout, "p", 0.0) > 0:
         drop, k = dropout.drop_positions(x2.numel(), x2.device), dropout.scale
-    y = _LoraLinear.apply(x2, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                          self.scaling[name], k, drop)
+    y = function.apply(x2, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
+                       self.scaling[name], k, drop)
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
-def use_fused_lora(peft_model) -> int:
-    """Give every PEFT lora.Linear whose dropout is FastDropout (or none) the fused forward; returns
-    how many layers were switched. Parameters, names and saved adapters stay PEFT's own."""
+def lora_layers(model) -> list[nn.Module]:
     from peft.tuners.lora import Linear as LoraLinear
 
-    from lorarank.lora import FastDropout
+    return [m for m in model.modules() if type(m) is LoraLinear]
 
-    switched = 0
-    for mod in peft_model.modules():
-        if type(mod) is LoraLinear and all(isinstance(d, (FastDropout, nn.Identity)) for d in mod.lora_dropout.values()):
-            mod.forward = types.MethodType(_forward, mod)
-            switched += 1
-    return switched
+
+def use(model, on: bool, layout: str = "laid_out") -> None:
+    """Give every PEFT lora.Linear whose dropout is FastDropout (or none) the fused forward with the
+    backward `layout` (on), or PEFT's own forward back (off). The instance attribute shadows the class
+    method, so parameters, names and saved adapters stay PEFT's own."""
+    for layer in lora_layers(model):
+        layer.__dict__.pop("forward", None)
+        if on and all(isinstance(d, (FastDropout, nn.Identity)) for d in layer.lora_dropout.values()):
+            layer.forward = types.MethodType(functools.partial(forward, function=LAYOUTS[layout]), layer)
+
+
+def fused_layers(model) -> int:
+    """How many LoRA layers run the fused forward now."""
+    return sum("forward" in layer.__dict__ for layer in lora_layers(model))
