@@ -136,8 +136,10 @@ class TrainConfig:
     eval_every: int = 50
     """Eval loss every N optimizer steps, and always after the last step."""
     packing: bool = True
-    """Train and evaluate each micro-batch as one padding-free row with a block-diagonal causal mask
-    (position ids restart per example): same loss and gradients as padding, without padding FLOPs."""
+    """Train and evaluate each micro-batch as one padding-free row (position ids restart per example).
+    No token attends across examples: on CPU each example gets its own causal attention, elsewhere
+    transformers masks the row block-diagonally. Same loss and gradients as padding, without padding
+    FLOPs; a model whose packed loss differs from its padded one is trained with padding instead."""
     num_threads: int = 0
     """CPU threads for torch; 0 = all cores torch sees."""
     checkpoint_every: int = 0
