@@ -170,8 +170,9 @@ def encode_chat(rec: Record, tokenizer, system_prompt: str = "") -> tuple[list[i
     spans: list[Span] = []
     for text, is_trained in chat_pieces(messages, trained, tokenizer, rec.get("where", "a record")):
         piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-        if is_trained and piece:
-            spans.append((len(ids), len(ids) + len(piece)))
+        start = max(1, len(ids))  # a turn at token 0 (nothing rendered before it) has no predictor for its first token
+        if is_trained and start < len(ids) + len(piece):
+            spans.append((start, len(ids) + len(piece)))
         ids += piece
     return ids, spans
 

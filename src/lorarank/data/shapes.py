@@ -25,7 +25,7 @@ plus "family" when the record has one and "where" (the record's name, for errors
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from lorarank.errors import UserError
 
@@ -61,7 +61,7 @@ def detect(rec: Record) -> str | None:
 def check_all(raw: list[Any], source: str, requested: str = "auto") -> tuple[str, list[Record]]:
     """(format, normalised records) of a whole dataset; raises on the first bad record."""
     fmt = requested
-    origin = f"data.format={requested}" if requested != "auto" else f"{source} record 0 is {{fmt}}"
+    forced = f"data.format={requested}" if requested != "auto" else ""
     out = []
     for i, rec in enumerate(raw):
         where = f"{source} record {i}"
@@ -69,7 +69,7 @@ def check_all(raw: list[Any], source: str, requested: str = "auto") -> tuple[str
             raise UserError(f"{where} is a {type(rec).__name__}, not an object: {ACCEPTED}")
         if fmt == "auto":
             fmt = detect(rec) or _no_shape(rec, where)
-        _check_shape(rec, fmt, where, origin.format(fmt=fmt))
+        _check_shape(rec, fmt, where, forced or f"{source} record 0 is {fmt}")
         out.append(normalise(rec, fmt, where))
         if kind(out[-1]) != kind(out[0]):  # only prompt-completion has two forms
             forms = {"chat": "message lists", "plain": "strings"}
@@ -88,7 +88,7 @@ def _check_shape(rec: Record, fmt: str, where: str, origin: str) -> None:
     _missing(rec, fmt, where)
 
 
-def _no_shape(rec: Record, where: str) -> str:
+def _no_shape(rec: Record, where: str) -> NoReturn:
     """Name the missing key of the shape the record half-holds (Alpaca without `output`), else none."""
     near = next((fmt for fmt, keys in REQUIRED.items() if any(k in rec for k in keys)), None)
     if near is not None:
@@ -96,7 +96,7 @@ def _no_shape(rec: Record, where: str) -> str:
     raise UserError(f"{where} matches no record shape (found keys: {', '.join(map(str, rec)) or 'none'}); {ACCEPTED}")
 
 
-def _missing(rec: Record, fmt: str, where: str) -> None:
+def _missing(rec: Record, fmt: str, where: str) -> NoReturn:
     missing = [k for k in REQUIRED[fmt] if k not in rec]
     raise UserError(f"{where} has no {' or '.join(map(repr, missing))} field, which the {fmt} shape needs "
                     f"(found keys: {', '.join(map(str, rec)) or 'none'}); {ACCEPTED}")
