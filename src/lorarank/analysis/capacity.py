@@ -86,7 +86,8 @@ def _gap(step: int, diffs: list[float], margin: float | None) -> dict:
     return {"step": step, "mean": est.mean, "low": est.low, "high": est.high, "apart": bool(apart)}
 
 
-def divergence_steps(curves: dict[int, dict[int, dict[int, float]]], margin: float | None = None) -> dict[int, Divergence]:
+def divergence_steps(curves: dict[int, dict[int, dict[int, float]]],
+                     margin: float | None = None) -> dict[int, Divergence]:
     """divergence_step of every rank against the highest rank; curves: rank -> seed -> {step: loss}."""
     top = max(curves)
     return {r: divergence_step(curves[r], curves[top], r, top, margin) for r in sorted(curves) if r != top}

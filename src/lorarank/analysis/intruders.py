@@ -11,8 +11,8 @@ distribution, and rsLoRA at higher rank has fewer.
 Cost and memory: W' = W + γ·B·A is layer-sized (d_out x d_in) and is the largest thing formed; the
 cosines are a k x m product. The thin SVD of the frozen W is the same for every trial of a sweep, so
 `BasisCache` keeps U_W per module name and a process computes it once; per module and trial only the top
-k of W' are computed, from the eigenvectors of its min(d_out, d_in)² Gram matrix. The cache holds Σ d_out·min(d_out, d_in) floats (about 340 MB for
-SmolLM2-135M's 210 projections).
+k of W' are computed, from the eigenvectors of its min(d_out, d_in)² Gram matrix. The cache holds
+Σ d_out·min(d_out, d_in) floats (about 340 MB for SmolLM2-135M's 210 projections).
 """
 
 from __future__ import annotations
