@@ -34,7 +34,7 @@ def left_singular_vectors(w: torch.Tensor) -> torch.Tensor:
 
 class BasisCache:
     """module name -> U of the frozen W, computed on first use. An entry is reused only while W's
-    shape and checksum (Σw, Σw² in float64) match, so a different base model under the same module
+    shape and checksum (Σw and ‖W‖_F, accumulated in float64) match, so a different base model under the same module
     names recomputes instead of reading stale vectors."""
 
     def __init__(self) -> None:
@@ -44,8 +44,8 @@ class BasisCache:
         return len(self._entries)
 
     def basis(self, name: str, w: torch.Tensor) -> torch.Tensor:
-        w64 = w.double()
-        key = (tuple(w.shape), float(w64.sum()), float((w64 * w64).sum()))
+        key = (tuple(w.shape), float(w.sum(dtype=torch.float64)),
+               float(torch.linalg.vector_norm(w, dtype=torch.float64)))
         entry = self._entries.get(name)
         if entry is None or entry[0] != key:
             entry = self._entries[name] = (key, left_singular_vectors(w))
