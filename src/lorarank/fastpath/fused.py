@@ -55,26 +55,7 @@ class LaidOut(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
-        xd, weight, lora_a, lora_b, u, drop = ctx.saved_tensors
-        # The thin products are written as (r x T) or (r x d) results, transposed back as views: MKL
-        # runs a rank-r-rows-times-long-inner-dimension product 2x faster than the (T x r) or (d x r)
-        # layout of the same maths on these shapes (T ~ 200, r = 8).
-        gu = (lora_b.t() @ gy.t()).t().mul_(ctx.gamma)  # (T, r)
-        g_b = (u.t() @ gy).t().mul_(ctx.gamma)  # (d_out, r)
-        g_a = gu.t() @ xd
-        gx = None
-        if ctx.needs_input_grad[0]:
-            gx = gy @ weight
-            if drop is None:
-                gx.addmm_(gu, lora_a)
-            else:
-                # gx += k · (gu A) ⊙ m: add k · gu A everywhere, then put back gy W at the dropped
-                # entries (one gather and one scatter of ~p·T·d values instead of a masked T x d copy).
-                flat = gx.view(-1)
-                base_at_dropped = flat[drop]
-                gx.addmm_(gu, lora_a, alpha=ctx.k)
-                flat[drop] = base_at_dropped
-        return gx, None, None, g_a, g_b, None, None, None
+        return _backward(ctx, gy, laid_out_products, add_masked_by_restore)
 
 
 class Plain(LaidOut):
@@ -83,20 +64,49 @@ class Plain(LaidOut):
 
     @staticmethod
     def backward(ctx, gy):
-        xd, weight, lora_a, lora_b, u, drop = ctx.saved_tensors
-        gu = (gy @ lora_b).mul_(ctx.gamma)
-        g_b = (gy.t() @ u).mul_(ctx.gamma)
-        g_a = gu.t() @ xd
-        gx = None
-        if ctx.needs_input_grad[0]:
-            gx = gy @ weight
-            if drop is None:
-                gx.addmm_(gu, lora_a)
-            else:
-                g_xd = gu @ lora_a
-                g_xd.view(-1).index_fill_(0, drop, 0.0)
-                gx.add_(g_xd, alpha=ctx.k)
-        return gx, None, None, g_a, g_b, None, None, None
+        return _backward(ctx, gy, plain_products, add_masked_by_copy)
+
+
+def _backward(ctx, gy, thin_products, add_masked):
+    """gu, gB, gA and gx of the module docstring; the layouts of the thin products and of the masked
+    term are the two choices a backward makes."""
+    xd, weight, lora_a, lora_b, u, drop = ctx.saved_tensors
+    gu, g_b = thin_products(gy, lora_b, u, ctx.gamma)
+    g_a = gu.t() @ xd
+    gx = None
+    if ctx.needs_input_grad[0]:
+        gx = gy @ weight
+        if drop is None:
+            gx.addmm_(gu, lora_a)
+        else:
+            add_masked(gx, gu, lora_a, drop, ctx.k)
+    return gx, None, None, g_a, g_b, None, None, None
+
+
+def laid_out_products(gy, lora_b, u, gamma):
+    """gu = γ · gy B (T, r) and gB = γ · gyᵀ u (d_out, r), written as (r x T) and (r x d_out) results
+    and transposed back as views: MKL runs a rank-r-rows-times-long-inner-dimension product 2x faster
+    than the (T x r) or (d x r) layout of the same maths on these shapes (T ~ 200, r = 8)."""
+    return (lora_b.t() @ gy.t()).t().mul_(gamma), (u.t() @ gy).t().mul_(gamma)
+
+
+def plain_products(gy, lora_b, u, gamma):
+    return (gy @ lora_b).mul_(gamma), (gy.t() @ u).mul_(gamma)
+
+
+def add_masked_by_restore(gx, gu, lora_a, drop, k: float) -> None:
+    """gx += k · (gu A) ⊙ m: add k · gu A everywhere, then put back gy W at the dropped entries (one
+    gather and one scatter of ~p·T·d values instead of a masked T x d copy)."""
+    flat = gx.view(-1)
+    base_at_dropped = flat[drop]
+    gx.addmm_(gu, lora_a, alpha=k)
+    flat[drop] = base_at_dropped
+
+
+def add_masked_by_copy(gx, gu, lora_a, drop, k: float) -> None:
+    g_xd = gu @ lora_a
+    g_xd.view(-1).index_fill_(0, drop, 0.0)
+    gx.add_(g_xd, alpha=k)
 
 
 LAYOUTS = {"laid_out": LaidOut, "plain": Plain}
