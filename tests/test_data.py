@@ -1,16 +1,18 @@
-"""Data: record checks, deterministic split, chat/Alpaca formatting, prompt tokens masked from the loss."""
+"""Data: record checks, deterministic split, chat/Alpaca formatting, prompt tokens masked from the loss.
+
+Token-level masks of every record shape on SmolLM2's template: tests/test_data_formats.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from conftest import write_records
-from lorarank.config import DataConfig
-from lorarank.data.format import Example, encode, prepare, render
+from conftest import TINY_CONFIG, write_records
+from lorarank.config import DataConfig, load_config
+from lorarank.data.format import Example, alpaca_chat, chat_pieces, encode, prepare
 from lorarank.data.records import load_records, split_records
 from lorarank.errors import UserError
-from lorarank.train import collate, completion_loss
+from lorarank.train import collate, collate_packed, completion_loss
 
 RECS = [{"instruction": f"Say {i}", "input": "", "output": f"number {i}"} for i in range(20)]
 
@@ -18,7 +20,9 @@ RECS = [{"instruction": f"Say {i}", "input": "", "output": f"number {i}"} for i 
 def test_chat_prompt_is_masked_and_completion_kept(tiny_base):
     _, tok = tiny_base
     rec = {"instruction": "Add", "input": "2 and 3", "output": "5"}
-    prompt, completion = render(rec, tok, "chat")
+    chat = alpaca_chat(rec)
+    (prompt, _), (completion, trained), (tail, _) = chat_pieces(chat["messages"], chat["trained"], tok)
+    assert trained and tail == ""
     assert prompt.endswith("<|im_start|>assistant\n")
     assert "Add\n\nInput: 2 and 3" in prompt  # the original's user message
     assert completion == "5<|im_end|>\n"
@@ -30,9 +34,9 @@ def test_chat_prompt_is_masked_and_completion_kept(tiny_base):
 def test_alpaca_format_appends_eos(tiny_base):
     _, tok = tiny_base
     rec = {"instruction": "Add", "input": "", "output": "5"}
-    prompt, _ = render(rec, tok, "alpaca")
-    assert prompt.endswith("### Response:\n") and "### Input" not in prompt
     ex = encode(rec, tok, "alpaca")
+    prompt = tok.decode(ex.input_ids[:ex.prompt_len])
+    assert prompt.endswith("### Response:\n") and "### Input" not in prompt
     assert ex.input_ids[-1] == tok.eos_token_id
     assert ex.n_completion == 2  # "5" + EOS (one byte-level token each)
 
@@ -45,6 +49,36 @@ def test_pred_mask_selects_exactly_the_completion_targets():
     targets = ids[:, 1:][pred].tolist()
     assert targets == [13, 14, 21, 22]  # completions only, never the prompt or the padding
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+
+
+def test_trained_spans_select_their_targets_packed_and_padded(tiny_base):
+    """Two trained spans (two assistant turns): the loss is on exactly their tokens, whether the
+    batch is packed into one row or padded, and equals the cross-entropy summed by hand."""
+    model, _ = tiny_base
+    multi = Example(list(range(30, 42)), prompt_len=9, reference="", trained=((3, 5), (9, 12)))
+    plain = Example([50, 51, 52, 53], prompt_len=1, reference="")  # as built for plain-text loss
+    assert multi.loss_mask == [False] * 3 + [True] * 2 + [False] * 4 + [True] * 3
+    assert (multi.n_completion, plain.n_completion, plain.trained) == (5, 3, ((1, 4),))
+    cpu = torch.device("cpu")
+    packed, padded = collate_packed([multi, plain], cpu), collate([multi, plain], pad_id=0, device=cpu)
+    assert packed["input_ids"][:, 1:][packed["pred"]].tolist() == [33, 34, 39, 40, 41, 51, 52, 53]
+    assert padded["input_ids"][:, 1:][padded["pred"]].tolist() == [33, 34, 39, 40, 41, 51, 52, 53]
+    with torch.no_grad():
+        loss_packed, n = completion_loss(model, packed)
+        loss_padded, _ = completion_loss(model, padded)
+        logits = model(torch.tensor([multi.input_ids])).logits[0]
+        loss_plain, _ = completion_loss(model, collate([plain], pad_id=0, device=cpu))
+    by_hand = torch.nn.functional.cross_entropy(logits[[2, 3, 8, 9, 10]], torch.tensor([33, 34, 39, 40, 41]),
+                                                reduction="sum")
+    assert n == 8
+    assert torch.allclose(loss_packed, loss_padded, atol=1e-4)
+    assert torch.allclose(loss_packed, by_hand + loss_plain, atol=1e-4)
+
+
+def test_tiny_config_token_ids_are_unchanged(tiny_base):
+    """Fingerprint recorded from the code before trained spans existed (SmolLM2's: test_data_formats.py)."""
+    _, tok = tiny_base
+    assert prepare(load_config(TINY_CONFIG).data, tok).fingerprint == "777441e1ffa3"
 
 
 def test_prompt_tokens_do_not_change_the_loss_gradient_target(tiny_base):

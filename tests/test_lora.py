@@ -77,39 +77,3 @@ def test_rank_above_layer_width_refused(tiny_base):
     lora.check_ranks(model, ALL_PROJECTIONS, [64])  # k/v are 128 -> 64: rank 64 is the limit
     with pytest.raises(UserError, match=r"exceed min\(d_in, d_out\) = 64"):
         lora.check_ranks(model, ALL_PROJECTIONS, [8, 65])
-
-
-def test_fast_dropout_matches_the_dropout_distribution():
-    drop = lora.FastDropout(0.05)
-    x = torch.ones(400, 1000)
-    torch.manual_seed(0)
-    y = drop.train()(x)
-    dropped = (y == 0).float()
-    assert dropped.mean().item() == pytest.approx(0.05, abs=0.0012)  # 400k draws: 3 sigma ~ 0.001
-    assert y.mean().item() == pytest.approx(1.0, abs=0.005)  # inverted dropout keeps the expectation
-    values = torch.unique(y).tolist()
-    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.95)
-    torch.manual_seed(0)
-    assert torch.equal(drop(x), y)  # seeded: same masks
-    assert torch.equal(drop.eval()(x), x)
-    # i.i.d.: neighbours are independent, and rows (which the gaps run across) look alike
-    flat = dropped.view(-1)
-    both = (flat[:-1] * flat[1:]).mean().item()
-    assert both == pytest.approx(0.05 ** 2, abs=0.0006)
-    assert dropped[:, 0].mean().item() == pytest.approx(0.05, abs=0.035)
-    assert dropped[:, -1].mean().item() == pytest.approx(0.05, abs=0.035)
-    # gradients flow only through kept elements, scaled like the values
-    g = torch.ones(50, 40, requires_grad=True)
-    out = drop.train()(g)
-    out.sum().backward()
-    assert torch.equal(g.grad, (out != 0).float() / 0.95)
-    # tiny tensors and high rates still work
-    assert lora.FastDropout(0.9).train()(torch.ones(3)).shape == (3,)
-
-
-def test_attach_uses_fast_dropout_on_cpu(tiny_base):
-    model, _ = tiny_base
-    peft_model = lora.attach(model, 4, lora.scaling_for(4, 8, "constant"), 0.05, ALL_PROJECTIONS, 0)
-    drops = [m for m in peft_model.modules() if isinstance(m, lora.FastDropout)]
-    lora.detach(peft_model)
-    assert len(drops) == 2 * 7

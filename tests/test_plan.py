@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_cli
+import pytest
+
+from lorarank import cost
+from lorarank.store import RUN_DATA
+
+from conftest import TINY_CONFIG, run_cli
 
 # SmolLM2-135M's architecture, as in its config.json
 SMOLLM2_CONFIG = {
@@ -26,8 +31,42 @@ def test_plan_from_config_only_directory(tmp_path, capsys):
     assert all(r["matches_formula"] for r in plan["ranks"])
     assert plan["ranks"][0]["adapter_bytes"] == 2_442_240 * 4
     assert plan["ranks"][0]["optimizer_state_bytes"] == 2_442_240 * 8
+    # no tokenizer here: the LM head is charged on every position, and the plan says so
+    mix = plan["trained_tokens"]
+    assert mix["head_share"] == 1.0 and mix["tokens"] is None and "no tokenizer files" in mix["source"]
     # r = 64 on a 576-wide model adds roughly a quarter of the frozen matmul FLOPs
     assert 0.15 < plan["ranks"][-1]["flop_overhead"] < 0.35
+
+
+def test_plan_of_the_default_config_predicts_the_report_overhead(capsys):
+    """configs/cpu_default.yaml (embedded SmolLM2-135M, embedded suite): plan counts f from the data and
+    its overhead is the report's formula, cost.lora_overhead of a trial's run_data, for the same f."""
+    assert run_cli("plan", "--config", "configs/cpu_default.yaml", "--json") == 0
+    plan = json.loads(capsys.readouterr().out)
+    mix = plan["trained_tokens"]
+    completion, tokens = mix["completion_tokens"], mix["tokens"]
+    # 40 steps x 8 examples of the suite: ~12k tokens, about a fifth of them completion tokens
+    assert 10_000 < tokens < 14_000 and 0.15 < mix["head_share"] == completion / tokens < 0.3
+    for row in plan["ranks"]:
+        run_data = {"rank": row["rank"], "matmul_params": plan["base_matmul_params"],
+                    "params_per_rank": plan["params_per_rank"], "completion_tokens_trained": completion,
+                    "tokens_trained": tokens}
+        report = cost.lora_overhead(cost.Shape.from_run_data(run_data), row["rank"], cost.trained_head_share(run_data))
+        assert row["flop_overhead"] == report
+    assert plan["ranks"][-1]["flop_overhead"] == pytest.approx(0.261, abs=0.001)  # r = 64
+
+
+def test_plan_head_share_is_what_the_trials_trained_on(tiny_sweep, capsys):
+    """The tiny sweep's trials recorded their token mix while training; plan counts the same one."""
+    assert run_cli("plan", "--config", TINY_CONFIG, "--json") == 0
+    plan = json.loads(capsys.readouterr().out)
+    runs = [json.loads(p.read_text()) for p in sorted(tiny_sweep.glob(f"rank_*/{RUN_DATA}"))]
+    by_rank = {row["rank"]: row for row in plan["ranks"]}
+    assert sorted(run["rank"] for run in runs) == sorted(by_rank)
+    for run in runs:
+        assert cost.trained_head_share(run) == plan["trained_tokens"]["head_share"]
+        shape = cost.Shape.from_run_data(run)
+        assert by_rank[run["rank"]]["flop_overhead"] == cost.lora_overhead(shape, run["rank"], cost.trained_head_share(run))
 
 
 def test_plan_table(capsys):

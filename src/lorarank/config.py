@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from lorarank.data.shapes import REQUIRED as RECORD_SHAPES
 from lorarank.errors import UserError
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -57,14 +58,16 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dataset: str = "instruct-suite"
-    """`instruct-suite` (embedded, verifiable tasks), a local .json/.jsonl file of Alpaca records
-    (`instruction`, optional `input`, `output`), or a Hugging Face dataset id such as yahma/alpaca-cleaned."""
+    """`instruct-suite` (embedded, verifiable tasks), a local .json/.jsonl file, or a Hugging Face
+    dataset id such as yahma/alpaca-cleaned; records in any shape of docs/concepts/data-formats.md
+    (conversational, ShareGPT, prompt-completion, Alpaca, text)."""
     hf_split: str = "train"
-    """Split to read from a Hugging Face dataset; the eval set is carved out of it by `eval_fraction`."""
+    """Split to read from a Hugging Face dataset; the eval set is carved out of it by `eval_fraction`
+    unless `eval_dataset` is given."""
     num_examples: int = 0
     """Use the first N records (0 = all). The original experiment used 500 Alpaca records."""
     eval_fraction: float = 0.1
-    """Share of records held out for eval loss (the original used 10%)."""
+    """Share of records held out for eval loss (the original used 10%); unused with `eval_dataset`."""
     split_seed: int = 42
     """Seed of the train/eval split; fixed across trials so every rank sees the same split."""
     max_length: int = 512
@@ -74,8 +77,8 @@ class DataConfig:
     """`chat` uses the tokenizer's chat template (user = instruction [+ Input], assistant = output),
     `alpaca` the Alpaca prompt; `auto` picks chat when the tokenizer has a template."""
     system_prompt: str = ""
-    """Chat format only: a system message put before every user turn ("" = the template's own
-    default, if any). A short one saves tokens on templates with a long default system prompt."""
+    """Chat format only: a system message put first in every conversation that has none ("" = the
+    template's own default, if any). A short one saves tokens on templates with a long default."""
     suite_size: int = 480
     """Number of records the embedded instruct-suite generates (ignored for other datasets)."""
     accuracy_examples: int = 64
@@ -83,6 +86,21 @@ class DataConfig:
     datasets only, such as instruct-suite); 0 turns task accuracy off."""
     max_new_tokens: int = 32
     """Generation budget per accuracy prompt; longer answers are cut and scored as wrong."""
+    format: str = "auto"
+    """Record shape: `auto` takes it from the first record's keys; `conversational`, `sharegpt`,
+    `prompt-completion`, `alpaca` or `text` forces one, for records whose keys fit several shapes.
+    The shape decides which tokens are trained on (docs/concepts/data-formats.md)."""
+    eval_dataset: str = ""
+    """A separate eval set: a .json/.jsonl file or a Hugging Face id, in the training set's format.
+    Users often hold validation data of their own; when given, nothing is held out of `dataset`."""
+    eval_split: str = "test"
+    """Split of a Hugging Face `eval_dataset`; a slice such as `test[:200]` keeps eval short (every
+    record of the split is evaluated after each `train.eval_every` steps)."""
+    exact_match: bool = False
+    """Score greedy exact-match accuracy against each eval record's reference answer (the last
+    assistant turn, the completion or the output) on any dataset, as one family `all`. Off by default:
+    open-ended answers are rarely reproduced word for word. The instruct-suite and records with a
+    `family` field are always scored."""
 
 
 @dataclass
@@ -120,8 +138,10 @@ class TrainConfig:
     eval_every: int = 50
     """Eval loss every N optimizer steps, and always after the last step."""
     packing: bool = True
-    """Train and evaluate each micro-batch as one padding-free row with a block-diagonal causal mask
-    (position ids restart per example): same loss and gradients as padding, without padding FLOPs."""
+    """Train and evaluate each micro-batch as one padding-free row (position ids restart per example).
+    No token attends across examples: on CPU each example gets its own causal attention, elsewhere
+    transformers masks the row block-diagonally. Same loss and gradients as padding, without padding
+    FLOPs; a model whose packed loss differs from its padded one is trained with padding instead."""
     num_threads: int = 0
     """CPU threads for torch; 0 = all cores torch sees."""
     checkpoint_every: int = 0
@@ -395,6 +415,16 @@ def validate(cfg: Config) -> list[str]:
     for name in ("max_length", "suite_size", "max_new_tokens"):
         if getattr(d, name) < 1:
             p.append(f"data.{name} must be >= 1")
+    if d.format not in ("auto", *RECORD_SHAPES):
+        p.append(f"data.format '{d.format}' is unknown: use auto or one of {', '.join(RECORD_SHAPES)}")
+    if d.eval_dataset == "instruct-suite":
+        p.append("data.eval_dataset=instruct-suite would repeat training records: leave it empty to hold out "
+                 "data.eval_fraction of the suite")
+    if d.eval_dataset and not d.eval_split:
+        p.append("data.eval_split is empty: name the split of data.eval_dataset to evaluate on, e.g. test")
+    if d.exact_match and (d.format == "text" or not d.accuracy_examples):
+        p.append("data.exact_match needs reference answers and data.accuracy_examples > 0: text records have no "
+                 "answer; set data.accuracy_examples (e.g. 64) or drop data.exact_match")
     if not lo.target_modules:
         p.append("lora.target_modules is empty: name at least one linear layer, e.g. q_proj")
     if not 0.0 <= lo.dropout < 1.0:

@@ -46,9 +46,16 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {platform.machine()})"
 
 
+def cpu_capability() -> dict:
+    """The CPU's vector units as torch sees them: they decide how fast fp32 and bf16 matmuls run
+    (bf16 is emulated, and slow, without AVX512-BF16 or AMX)."""
+    return {"capability": torch.backends.cpu.get_cpu_capability(), "amx_tile": torch.cpu._is_amx_tile_supported(),
+            "avx512_bf16": torch.cpu._is_avx512_bf16_supported()}
+
+
 def describe(device: torch.device) -> dict:
-    return {"versions": versions(), "device": device_name(device), "git_commit": git_commit(),
-            "platform": platform.platform(), "argv": sys.argv[1:]}
+    return {"versions": versions(), "device": device_name(device), "cpu": cpu_capability(),
+            "git_commit": git_commit(), "platform": platform.platform(), "argv": sys.argv[1:]}
 
 
 @contextlib.contextmanager

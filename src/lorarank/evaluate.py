@@ -1,7 +1,11 @@
 """Task accuracy: greedy-decode held-out prompts and score exact match per task family.
 
 Eval loss says how likely the reference answer is; accuracy says whether the model actually
-produces it. Only datasets whose records carry a `family` (the embedded instruct-suite) are scored.
+produces it. Scored: datasets whose records carry a `family` (the embedded instruct-suite), and any
+dataset with reference answers under `data.exact_match` (one family, `all`). The prompt is every
+token before the last trained span: in a multi-turn chat the earlier turns, reference answers
+included, are context, and the model answers the last user turn; for prompt-completion records it
+is the prompt.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens:
 def task_accuracy(model, tokenizer, examples: list[Example], max_new_tokens: int, batch_size: int,
                   device: torch.device) -> dict:
     """{"overall": float, "per_family": {family: float}, "n": int, "samples": [...]}"""
-    prompts = [e.input_ids[:e.prompt_len] for e in examples]
+    prompts = [e.input_ids[:e.prompt_len] for e in examples]  # prompt_len: where the last trained span starts
     answers = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, device)
     hits: dict[str, list[bool]] = defaultdict(list)
     samples = []

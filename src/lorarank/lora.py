@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lorarank import fastpath
 from lorarank.errors import UserError
 
 
@@ -120,63 +121,9 @@ def attach(base: nn.Module, rank: int, scaling: Scaling, dropout: float, target_
     with warnings.catch_warnings():  # PEFT calls a transformers API that warns about its own rename
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model = get_peft_model(base, peft_config(rank, scaling, dropout, target_modules))
-    if next(base.parameters()).device.type == "cpu":  # CPU-only speed-ups, same maths (see fused.py)
-        from lorarank.fused import use_fused_lora
-
-        use_fast_dropout(model)
-        use_fused_lora(model)
+    if next(base.parameters()).device.type == "cpu":  # CPU-only speed-ups, same maths (fastpath/)
+        fastpath.enable(model)
     return model
-
-
-class FastDropout(nn.Module):
-    """Inverted dropout for CPUs, where drawing one Bernoulli per element dominates its cost (with
-    PEFT's nn.Dropout on all seven projections, about a fifth of a SmolLM2 training step).
-
-    It draws the dropped positions directly. In an i.i.d. Bernoulli(p) sequence the gaps between
-    consecutive drops are Geometric(p): G = ⌈ln U / ln(1 − p)⌉ with U uniform on (0, 1]. Summing
-    gaps gives the drop positions, exactly as nn.Dropout would choose them in distribution, with one
-    random number per 1/p elements (one per twenty at p = 0.05). Kept values are scaled by 1/(1 − p)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-        self.scale = 1.0 / (1.0 - p)
-        self.log_keep = math.log1p(-p)
-
-    def drop_positions(self, n: int, device: torch.device) -> torch.Tensor:
-        """Sorted flat indices in [0, n) of the dropped elements."""
-        expected = n * self.p
-        chunk = int(expected + 6 * math.sqrt(expected) + 16)  # almost always enough gaps in one draw
-        ends = []
-        reached = 0.0
-        while reached < n:  # draw more i.i.d. gaps until the positions pass the end (exact, no rejection)
-            g = torch.rand(chunk, dtype=torch.float64, device=device).neg_().add_(1.0)  # U on (0, 1]: ln U finite
-            g.log_().div_(self.log_keep).ceil_().clamp_min_(1.0)  # the gaps G (in place: no temporaries)
-            g.cumsum_(0).add_(reached - 1.0)  # drop positions; the first drop sits at index G1 - 1
-            ends.append(g)
-            reached = float(g[-1]) + 1.0
-        positions = ends[0] if len(ends) == 1 else torch.cat(ends)  # sorted, so cut rather than mask
-        return positions[:int(torch.searchsorted(positions, float(n)))].long()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        out = x * self.scale  # a fresh tensor: zeroing it in place is safe for autograd
-        out.view(-1).index_fill_(0, self.drop_positions(x.numel(), x.device), 0.0)
-        return out
-
-
-def use_fast_dropout(peft_model) -> int:
-    """Swap PEFT's LoRA dropout for FastDropout on CPU; returns how many modules were swapped."""
-    swapped = 0
-    for mod in peft_model.modules():
-        drops = getattr(mod, "lora_dropout", None)
-        if isinstance(drops, nn.ModuleDict):
-            for name, drop in drops.items():
-                if isinstance(drop, nn.Dropout) and drop.p > 0:
-                    drops[name] = FastDropout(drop.p)
-                    swapped += 1
-    return swapped
 
 
 def detach(peft_model) -> nn.Module:

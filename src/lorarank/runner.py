@@ -42,7 +42,8 @@ class TrialRunner:
         d = self.data
         return {"data": {"fingerprint": d.fingerprint, "n_records": d.n_records, "n_train": len(d.train),
                          "n_eval": len(d.eval), "prompt_format": d.prompt_format,
-                         "dropped_too_long": d.dropped_too_long, "families": d.families},
+                         "dropped_too_long": d.dropped_too_long, "families": d.families,
+                         "record_format": d.record_format, "trained_on": d.trained_on, "eval_source": d.eval_source},
                 "environment": env.describe(self.device), "packing": self.cfg.train.packing}
 
     def baseline(self, out: str | Path) -> dict:

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from lorarank import attention
+from lorarank import fastpath
 from lorarank.config import TrainConfig
 from lorarank.data.format import Example
 from lorarank.model import autocast
@@ -82,23 +82,24 @@ def micro_batches(indices: list[int], examples: list[Example], batch_size: int) 
 
 def collate_packed(batch: list[Example], device: torch.device) -> dict[str, torch.Tensor]:
     """All examples of a micro-batch in one row, no padding: (1, Σ len). Position ids restart at 0
-    for each example; with no attention mask, transformers turns that into a block-diagonal causal
-    mask, so no token attends across examples: the same maths as a padded batch without the padding
-    FLOPs (about a fifth of the work at batch 4 on the instruct-suite). `segments` (the example
-    lengths) lets attention.py attend per example instead of over the masked square."""
+    for each example. On CPU the fast path's attention takes `segments` (the example lengths) and
+    runs one causal attention per example; elsewhere, with no attention mask, transformers turns the
+    restarting position ids into a block-diagonal causal mask. Either way no token attends across
+    examples: the same maths as a padded batch without the padding FLOPs (about a fifth of the work
+    at batch 4 on the instruct-suite)."""
     ids, pos, pred = [], [], []
     for e in batch:
         n = len(e.input_ids)
         ids += e.input_ids
         pos += range(n)
-        pred += [False] * (e.prompt_len - 1) + [True] * (n - e.prompt_len) + [False]  # next token is a completion token
+        pred += e.loss_mask[1:] + [False]  # position t predicts token t+1: trained when that token is
     return {"input_ids": torch.tensor([ids], device=device), "position_ids": torch.tensor([pos], device=device),
             "pred": torch.tensor([pred[:-1]], device=device), "segments": tuple(len(e.input_ids) for e in batch)}
 
 
 def collate(batch: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example. `pred` marks positions whose next token is a completion
-    token: pred[b, t] is True when prompt_len_b - 1 <= t < len_b - 1."""
+    """Right-pad to the longest example. `pred` marks positions whose next token is trained on:
+    pred[b, t] = loss_mask_b[t + 1] for t < len_b - 1, False on padding."""
     width = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(batch), width), dtype=torch.long)
@@ -107,7 +108,7 @@ def collate(batch: list[Example], pad_id: int, device: torch.device) -> dict[str
         n = len(e.input_ids)
         ids[b, :n] = torch.tensor(e.input_ids)
         attn[b, :n] = 1
-        pred[b, e.prompt_len - 1:n - 1] = True
+        pred[b, :n - 1] = torch.tensor(e.loss_mask[1:], dtype=torch.bool)
     return {"input_ids": ids.to(device), "attention_mask": attn.to(device), "pred": pred.to(device)}
 
 
@@ -125,7 +126,8 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     emb = causal_lm.get_input_embeddings().weight  # never quantized: its dtype is the compute dtype
     pred = batch["pred"]
     targets = batch["input_ids"][:, 1:][pred]  # (N,)
-    extra = {"segment_lengths": batch["segments"]} if "segments" in batch and attention.active(causal_lm) else {}
+    per_example = "segments" in batch and fastpath.per_example_attention(causal_lm)
+    extra = {"segment_lengths": batch["segments"]} if per_example else {}
     with autocast(emb.device, emb.dtype):
         hidden = causal_lm.get_decoder()(
             input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
@@ -257,7 +259,8 @@ def train(
     steps = total_steps(cfg, len(train_set))
     plan = step_plan(len(train_set), cfg, seed, steps)
     params = [p for p in model.parameters() if p.requires_grad]
-    # fused: one kernel for all adapter tensors instead of a Python loop over them (4x faster step on CPU)
+    # fused: one kernel for all adapter tensors instead of a Python loop over them (a SmolLM2 rank-8
+    # step on CPU takes 1.02x as long without it: benchmarks/levers.py)
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8,
                             fused=fused or None)

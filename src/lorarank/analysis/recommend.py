@@ -72,9 +72,10 @@ def recommend(per_seed: dict[int, dict[int, float]], base: float, share: float =
     best = min(means, key=lambda r: (sign * means[r], r))
     improvement = sign * (base - means[best])
     if not improvement > 0:
+        why = (f"no rank improved on the base model ({metric} {base:.4g} vs the best rank's {means[best]:.4g}): "
+               f"a margin relative to the improvement means nothing")
         return Recommendation(**common, recommended=None, best=best, improvement=improvement, margin=None,
-                              tests={}, tested=False, reason=f"no rank improved on the base model ({metric} {base:.4g} vs the best rank's "
-                                     f"{means[best]:.4g}): a margin relative to the improvement means nothing")
+                              tests={}, tested=False, reason=why)
     margin = share * improvement
     tests = {r: _test(per_seed[r], per_seed[best], r == best, margin, alpha) for r in sorted(per_seed)}
     if len(per_seed) == 1:

@@ -1,59 +1,95 @@
-"""Read Alpaca-format records (`instruction`, optional `input`, `output`) and split them.
+"""Read records from a source, check their shape (shapes.py), and split them.
 
 Sources: the embedded `instruct-suite`, a local .json (a list of records) or .jsonl file, or a
-Hugging Face dataset id (yahma/alpaca-cleaned, tatsu-lab/alpaca, ...) through `datasets`.
-Every record is checked; the first bad one is named in the error with how to fix it.
+Hugging Face dataset id (yahma/alpaca-cleaned, HuggingFaceTB/smoltalk, ...) through `datasets`.
+The eval set is either carved out of the training source (`data.eval_fraction`) or read from its
+own source (`data.eval_dataset`), which must hold the same format.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorarank.config import DataConfig
-from lorarank.data import suite
-from lorarank.env import quiet_hub
+from lorarank.data import shapes, suite
+from lorarank.env import log, quiet_hub
 from lorarank.errors import UserError
 
-Record = dict[str, Any]  # instruction, input, output, and optional family (verifiable tasks)
+Record = shapes.Record
+
+
+@dataclass
+class RecordSet:
+    records: list[Record]  # normalised (shapes.py), blank ones dropped, in source order
+    format: str  # one of shapes.REQUIRED
+    source: str  # instruct-suite, a path, or "hub id:split"
+
+    @property
+    def kind(self) -> str:
+        """How the records are rendered (shapes.kind); one per set."""
+        return shapes.kind(self.records[0])
 
 
 def load_records(cfg: DataConfig) -> list[Record]:
-    """All usable records, in source order, truncated to cfg.num_examples when set."""
+    """The usable records of `data.dataset`, truncated to `data.num_examples` when set."""
+    return load_train(cfg).records
+
+
+def load_train(cfg: DataConfig) -> RecordSet:
     if cfg.dataset == suite.NAME:
-        raw = suite.generate(cfg.suite_size, seed=cfg.split_seed)
-        source = suite.NAME
+        raw, source = suite.generate(cfg.suite_size, seed=cfg.split_seed), suite.NAME
     else:
-        raw, source = _read_source(cfg)
-    records = [_check_record(r, i, source) for i, r in enumerate(raw)]
-    kept = [r for r in records if r["instruction"].strip() and r["output"].strip()]
-    if cfg.num_examples:
-        kept = kept[: cfg.num_examples]
-    if len(kept) < 2:
-        raise UserError(
-            f"dataset {source} has {len(kept)} usable record(s) after dropping {len(records) - len(kept)} with an empty "
-            "instruction or output: give at least 2 records with non-empty `instruction` and `output`"
-        )
-    return kept
+        raw, source = _read_source(cfg.dataset, cfg.hf_split, cfg.num_examples)
+    # without an eval source, the split needs two records: one to train on, one to hold out
+    return _usable(raw, source, cfg, limit=cfg.num_examples, minimum=1 if cfg.eval_dataset else 2)
 
 
-def _read_source(cfg: DataConfig) -> tuple[list[Any], str]:
-    path = Path(cfg.dataset).expanduser()
+def load_eval(cfg: DataConfig) -> RecordSet | None:
+    """`data.eval_dataset` in full (a hub split may be sliced: eval_split="test[:200]"), or None."""
+    if not cfg.eval_dataset:
+        return None
+    raw, source = _read_source(cfg.eval_dataset, cfg.eval_split, 0)
+    return _usable(raw, source, cfg, limit=0, minimum=1)
+
+
+def _usable(raw: list[Any], source: str, cfg: DataConfig, limit: int, minimum: int) -> RecordSet:
+    fmt, records = shapes.check_all(raw, source, cfg.format)
+    if cfg.exact_match and fmt == "text":
+        raise UserError(f"data.exact_match needs a reference answer, and the text records of {source} have none: "
+                        "drop data.exact_match, or give prompt-completion or conversational records")
+    kept = [r for r in records if shapes.usable(r)]
+    if cfg.exact_match:  # user data without task families is scored as one family
+        kept = [{"family": "all", **r} for r in kept]
+    if len(kept) < len(records):
+        log(f"{source}: dropped {len(records) - len(kept)} record(s) with nothing to train on (blank text)")
+    if limit:
+        kept = kept[:limit]
+    if len(kept) < minimum:
+        raise UserError(f"dataset {source} has {len(kept)} usable record(s) after dropping {len(records) - len(kept)} "
+                        f"with blank text (an empty instruction, answer or text): give at least {minimum} records "
+                        "with text to train on")
+    return RecordSet(kept, fmt, source)
+
+
+def _read_source(name: str, split: str, limit: int) -> tuple[list[Any], str]:
+    path = Path(name).expanduser()
     if path.suffix.lower() in (".json", ".jsonl") or path.exists():
         return _read_file(path), str(path)
-    if cfg.dataset.count("/") == 1 and not cfg.dataset.startswith((".", "/", "~")):
-        return _read_hub(cfg.dataset, cfg.hf_split, cfg.num_examples), cfg.dataset
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        return _read_hub(name, split, limit), f"{name}:{split}"
     raise UserError(
-        f"dataset '{cfg.dataset}' not found: give a .json/.jsonl file of Alpaca records, "
+        f"dataset '{name}' not found: give a .json/.jsonl file of records (docs/concepts/data-formats.md), "
         f"a Hugging Face id such as yahma/alpaca-cleaned, or {suite.NAME}"
     )
 
 
 def _read_file(path: Path) -> list[Any]:
     if not path.is_file():
-        raise UserError(f"data file not found: {path} (check the path given to --dataset)")
+        raise UserError(f"data file not found: {path} (check the path given to --dataset or data.eval_dataset)")
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix.lower() == ".jsonl":
         rows = []
@@ -74,43 +110,22 @@ def _read_file(path: Path) -> list[Any]:
         doc = doc["data"]  # a common wrapper: {"data": [...]}
     if not isinstance(doc, list):
         raise UserError(f"{path} must hold a JSON list of records, got a {type(doc).__name__}: "
-                        'wrap the records in [...] (each {"instruction": ..., "output": ...})')
+                        "wrap the records in [...]")
     return doc
 
 
-def _read_hub(dataset_id: str, split: str, num_examples: int) -> list[Any]:
+def _read_hub(dataset_id: str, split: str, limit: int) -> list[Any]:
     try:
         from datasets import load_dataset
 
-        sel = f"{split}[:{num_examples}]" if num_examples else split
+        sel = f"{split}[:{limit}]" if limit else split
         with quiet_hub():
             return list(load_dataset(dataset_id, split=sel))
     except Exception as exc:  # datasets raises many types for offline / missing / gated
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot load dataset '{dataset_id}' from the Hugging Face hub ({first[:160]}): "
-                        "check the id and your network, or pass a local .json/.jsonl file") from None
-
-
-def _check_record(rec: Any, index: int, source: str) -> Record:
-    where = f"{source} record {index}"
-    if not isinstance(rec, dict):
-        raise UserError(f"{where} is a {type(rec).__name__}, not an object: each record needs "
-                        '{"instruction": str, "input": str (optional), "output": str}')
-    missing = [k for k in ("instruction", "output") if k not in rec]
-    if missing:
-        raise UserError(f"{where} has no {' or '.join(repr(m) for m in missing)} field: every record needs "
-                        f"'instruction' and 'output' (found keys: {', '.join(map(str, rec)) or 'none'})")
-    out: Record = {}
-    for key in ("instruction", "input", "output"):
-        value = rec.get(key, "")
-        if value is None and key == "input":
-            value = ""
-        if not isinstance(value, str):
-            raise UserError(f"{where} field '{key}' is a {type(value).__name__}, not a string: convert it to text")
-        out[key] = value
-    if "family" in rec:
-        out["family"] = str(rec["family"])
-    return out
+        raise UserError(f"cannot load dataset '{dataset_id}' (split {split}) from the Hugging Face hub "
+                        f"({first[:160]}): check the id, the split and your network, or pass a local "
+                        ".json/.jsonl file") from None
 
 
 def split_records(records: list[Record], eval_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:

@@ -1,0 +1,166 @@
+"""One autograd function for a PEFT LoRA linear layer on CPU: base, dropout, A, B and γ together.
+
+PEFT computes  y = W x + γ · B (A (dropout(x)))  as separate modules: every projection of every
+layer allocates B's output, scales it by γ, adds it to W x, and autograd mirrors each of those
+passes (and adds the two input gradients) in the backward. On a CPU these passes over (tokens x d)
+tensors cost as much as the thin rank-r matmuls themselves. With xd = dropout(x) = (x ⊙ m)·k,
+k = 1 / (1 − p) and m the keep mask:
+
+    u  = xd Aᵀ                                        (T x r)
+    y  = x Wᵀ + b,  then  y += γ · u Bᵀ               (one addmm into y, in place)
+
+and the backward from gy = ∂L/∂y (W and b are frozen: no gradient for them):
+
+    gu = γ · gy B            gB = γ · gyᵀ u            gA = guᵀ xd
+    gx = gy W + k · (gu A) ⊙ m                        (masked product added into gx in place)
+
+The masks are FastDropout's (same random stream), so the maths is PEFT's exactly; only the order of
+floating-point additions changes. Without it a SmolLM2-135M rank-8 step takes 1.09x as long
+(benchmarks/levers.py, interleaved steps).
+
+Two backward layouts of the same maths: LAID_OUT (the default) and PLAIN (the baseline it is
+measured against). A layer is fused only when it is plain LoRA: one active adapter, not merged, no
+DoRA or other variant, no LoRA bias, a frozen nn.Linear base of the adapter's dtype, no autocast.
+Anything else runs PEFT's own forward, so QLoRA and CUDA runs are untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lorarank.fastpath.dropout import FastDropout
+
+
+class LaidOut(torch.autograd.Function):
+    """y = x Wᵀ + b + γ · (dropout(x) Aᵀ) Bᵀ for 2-D x. `drop` holds the flat indices of x's dropped
+    entries (None: no dropout) and k = 1 / (1 − p) scales the kept ones."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, gamma: float, k: float, drop):
+        xd = x
+        if drop is not None:
+            xd = x * k  # a fresh tensor: zeroing it in place leaves x alone
+            xd.view(-1).index_fill_(0, drop, 0.0)
+        u = xd @ lora_a.t()  # (T, r)
+        y = F.linear(x, weight, bias)
+        y.addmm_(u, lora_b.t(), alpha=gamma)
+        ctx.gamma, ctx.k = gamma, k
+        ctx.save_for_backward(xd, weight, lora_a, lora_b, u, drop)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        return _backward(ctx, gy, laid_out_products, add_masked_by_restore)
+
+
+class Plain(LaidOut):
+    """The baseline backward: the thin products in the (T x r) and (d x r) layouts the maths is
+    written in, and the dropout gradient through a masked T x d copy. Same forward, same values."""
+
+    @staticmethod
+    def backward(ctx, gy):
+        return _backward(ctx, gy, plain_products, add_masked_by_copy)
+
+
+def _backward(ctx, gy, thin_products, add_masked):
+    """gu, gB, gA and gx of the module docstring; the layouts of the thin products and of the masked
+    term are the two choices a backward makes."""
+    xd, weight, lora_a, lora_b, u, drop = ctx.saved_tensors
+    gu, g_b = thin_products(gy, lora_b, u, ctx.gamma)
+    g_a = gu.t() @ xd
+    gx = None
+    if ctx.needs_input_grad[0]:
+        gx = gy @ weight
+        if drop is None:
+            gx.addmm_(gu, lora_a)
+        else:
+            add_masked(gx, gu, lora_a, drop, ctx.k)
+    return gx, None, None, g_a, g_b, None, None, None
+
+
+def laid_out_products(gy, lora_b, u, gamma):
+    """gu = γ · gy B (T, r) and gB = γ · gyᵀ u (d_out, r), written as (r x T) and (r x d_out) results
+    and transposed back as views: MKL runs a rank-r-rows-times-long-inner-dimension product 2x faster
+    than the (T x r) or (d x r) layout of the same maths on these shapes (T ~ 200, r = 8)."""
+    return (lora_b.t() @ gy.t()).t().mul_(gamma), (u.t() @ gy).t().mul_(gamma)
+
+
+def plain_products(gy, lora_b, u, gamma):
+    return (gy @ lora_b).mul_(gamma), (gy.t() @ u).mul_(gamma)
+
+
+def add_masked_by_restore(gx, gu, lora_a, drop, k: float) -> None:
+    """gx += k · (gu A) ⊙ m: add k · gu A everywhere, then put back gy W at the dropped entries (one
+    gather and one scatter of ~p·T·d values instead of a masked T x d copy)."""
+    flat = gx.view(-1)
+    base_at_dropped = flat[drop]
+    gx.addmm_(gu, lora_a, alpha=k)
+    flat[drop] = base_at_dropped
+
+
+def add_masked_by_copy(gx, gu, lora_a, drop, k: float) -> None:
+    g_xd = gu @ lora_a
+    g_xd.view(-1).index_fill_(0, drop, 0.0)
+    gx.add_(g_xd, alpha=k)
+
+
+LAYOUTS = {"laid_out": LaidOut, "plain": Plain}
+
+
+def fusable(layer, x: torch.Tensor) -> bool:
+    """Plain LoRA on a frozen nn.Linear, outside autocast: the only case the fused function computes."""
+    adapters = layer.active_adapters
+    if layer.disable_adapters or layer.merged or len(adapters) != 1 or layer.lora_A.keys() != {adapters[0]}:
+        return False
+    name = adapters[0]
+    base = layer.get_base_layer()
+    return (
+        name not in getattr(layer, "lora_variant", {})
+        and not layer.use_dora.get(name, False)
+        and type(base) is nn.Linear
+        and not base.weight.requires_grad
+        and layer.lora_B[name].bias is None
+        and x.dtype == base.weight.dtype == layer.lora_A[name].weight.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+    )
+
+
+def forward(self, x: torch.Tensor, *args, function: type[LaidOut] = LaidOut, **kwargs) -> torch.Tensor:
+    """Forward of one PEFT lora.Linear: the fused function when it applies, PEFT's own otherwise."""
+    if args or kwargs or not fusable(self, x):
+        return type(self).forward(self, x, *args, **kwargs)
+    name = self.active_adapters[0]
+    base, dropout = self.get_base_layer(), self.lora_dropout[name]
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()  # (T, d_in): flat indices address it directly
+    drop, k = None, 1.0
+    if self.training and getattr(dropout, "p", 0.0) > 0:
+        drop, k = dropout.drop_positions(x2.numel(), x2.device), dropout.scale
+    y = function.apply(x2, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
+                       self.scaling[name], k, drop)
+    return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def lora_layers(model) -> list[nn.Module]:
+    from peft.tuners.lora import Linear as LoraLinear
+
+    return [m for m in model.modules() if type(m) is LoraLinear]
+
+
+def use(model, on: bool, layout: str = "laid_out") -> None:
+    """Give every PEFT lora.Linear whose dropout is FastDropout (or none) the fused forward with the
+    backward `layout` (on), or PEFT's own forward back (off). The instance attribute shadows the class
+    method, so parameters, names and saved adapters stay PEFT's own."""
+    for layer in lora_layers(model):
+        layer.__dict__.pop("forward", None)
+        if on and all(isinstance(d, (FastDropout, nn.Identity)) for d in layer.lora_dropout.values()):
+            layer.forward = types.MethodType(functools.partial(forward, function=LAYOUTS[layout]), layer)
+
+
+def fused_layers(model) -> int:
+    """How many LoRA layers run the fused forward now."""
+    return sum("forward" in layer.__dict__ for layer in lora_layers(model))
