@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from lorarank import cost
 from lorarank.analysis.hypotheses import hypotheses, low_rank_hypothesis
 from lorarank.analysis.model import (Analysis, CapacityUse, Comparison, Curve, Knee, LrChoice, NoiseCheck, NotOk,
                                      ParamsFit, PolicySummary, RankRow, Thresholds, TimeFit, TrialRef)
@@ -92,7 +93,7 @@ def rank_row(trials: list[dict], lr: LrChoice) -> RankRow:
         accuracy=mean_ci([a["overall"] for a in accs]) if accs else None, per_family=per_family,
         spectra=spectra_row(trials), train_curve=mean_curve(trials, "steps", "train_losses"),
         eval_curve=mean_curve(trials, "eval_steps", "eval_losses"),
-        state_bytes=16 * t0["trainable_params"],
+        state_bytes=cost.training_state_bytes(t0["trainable_params"]),
     )
 
 
@@ -126,8 +127,7 @@ def time_fit(trials: list[dict], thresholds: Thresholds) -> TimeFit | None:
     predicted = None
     t0 = trials[0]
     if t0.get("params_per_rank") and t0.get("matmul_params") and t0.get("tokens_trained"):
-        f = t0["completion_tokens_trained"] / t0["tokens_trained"]
-        predicted = 6 * r_max * t0["params_per_rank"] / (4 * t0["matmul_params"]["body"] + 4 * t0["matmul_params"]["head"] * f)
+        predicted = cost.lora_overhead(cost.Shape.from_run_data(t0), r_max, cost.trained_head_share(t0))
     negligible = measured is not None and measured < thresholds.negligible_time_overhead
     return TimeFit(fit, r_max, measured, predicted, negligible)
 
