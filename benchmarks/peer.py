@@ -18,9 +18,6 @@ from pathlib import Path
 
 T0 = time.perf_counter()  # the process's own start: imports and model load count, as in the original
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
 
 def trl_rows(records, system_prompt: str = ""):
     from lorarank.data.format import user_message
@@ -56,7 +53,7 @@ def peft_config(rank: int, alpha: float, dropout: float, targets: list[str]):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="one rank of the peer stack, as the original experiment ran it")
-    p.add_argument("--config", default=str(ROOT / "configs" / "cpu_default.yaml"))
+    p.add_argument("--config", default="configs/cpu_default.yaml")
     p.add_argument("--rank", type=int, required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)

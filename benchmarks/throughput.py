@@ -10,9 +10,11 @@ measured in the same invocation.
 
     python benchmarks/throughput.py                      # SmolLM2-135M, 128 records, rank 8
     python benchmarks/throughput.py --rank 64 --records 64
+    python benchmarks/throughput.py --records 8 --pairs 1 --out /tmp/throughput.json   # a functional check
 
 Reported: training tokens/s (real, non-padding tokens), the ratio, model FLOP/s and MFU with
-4·N FLOPs per token (N = matmul parameters including the LM head) plus the LoRA terms 6·r·Σ(d_in+d_out),
+cost.train_flops_per_token and the LM head on every position (the model's FLOPs as a stock trainer
+computes them, the same count for both legs: 4·N_body + 4·N_head + 6·r·Σ(d_in+d_out)),
 peak resident memory, and the training-set loss of both trained models measured by one function
 (so speed is not bought with a different objective). Also the ceiling: the rate of the frozen
 model's own products (forward and input gradient of every projection) at the step's shape, alone,
@@ -23,26 +25,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import platform
-import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import TARGETS, examples, gemm_rate, leg_lorarank, load, machine, peak_rss, records, relative, run_leg, \
+    train_loss_of
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from lorarank import cost
 
 
 def matmul_peak(threads: int, seconds: float = 3.0) -> float:
-    """Best fp32 GEMM FLOP/s over a few square sizes (2·n³ FLOPs per n x n product)."""
+    """Best fp32 GEMM FLOP/s over a few square sizes."""
     torch.set_num_threads(threads)
     best = 0.0
     for n in (512, 1024, 1536, 2048):
@@ -53,82 +50,8 @@ def matmul_peak(threads: int, seconds: float = 3.0) -> float:
         while time.perf_counter() - t0 < seconds / 4:
             a @ b
             reps += 1
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
+        best = max(best, cost.matmul_flops(n, n, n) * reps / (time.perf_counter() - t0))
     return best
-
-
-def gemm_rate(model, tokens: int, rounds: int = 3) -> float:
-    """FLOP/s of the frozen model's own products at a step's shape, nothing else: for every decoder
-    projection W (d_out x d_in), in model order (so each weight comes in cold, as in a step), the
-    forward x Wᵀ and the input gradient gy W with `tokens` rows; 4·T·d_in·d_out FLOPs per weight.
-    Median of `rounds` passes. A loop that did only these products would train at
-    rate / (4·N_body) tokens/s: an upper bound for any trainer on this machine and these shapes."""
-    from torch import nn
-
-    head = model.get_output_embeddings().weight
-    weights = [m.weight.detach() for m in model.modules() if isinstance(m, nn.Linear) and m.weight is not head]
-    xs = {w.shape[1]: torch.randn(tokens, w.shape[1]) for w in weights}
-    gys = {w.shape[0]: torch.randn(tokens, w.shape[0]) for w in weights}
-    flops = sum(4 * tokens * w.numel() for w in weights)
-    times = []
-    with torch.no_grad():
-        for _ in range(rounds + 1):  # the first pass warms up
-            t0 = time.perf_counter()
-            for w in weights:
-                xs[w.shape[1]] @ w.t()
-                gys[w.shape[0]] @ w
-            times.append(time.perf_counter() - t0)
-    return flops / statistics.median(times[1:])
-
-
-def records(n: int, seed: int):
-    from lorarank.data import suite
-
-    return suite.generate(n, seed=seed)
-
-
-def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def load(args):
-    from lorarank.config import ModelConfig
-    from lorarank.model import load_base
-
-    return load_base(ModelConfig(name=args.model, dtype="float32"), torch.device("cpu"))
-
-
-def examples(args, tok):
-    from lorarank.data.format import encode
-
-    out = [encode(r, tok, "chat") for r in records(args.records, args.seed)]
-    return [e for e in out if len(e.input_ids) <= args.max_length]
-
-
-def train_loss_of(model, tok, exs) -> float:
-    """The one yardstick for both legs: lorarank's completion-token loss over the training set."""
-    from lorarank.train import eval_loss
-
-    return eval_loss(model, exs, 16, tok.pad_token_id, torch.device("cpu"))
-
-
-def leg_lorarank(args, queue) -> None:
-    torch.set_num_threads(args.threads)
-    from lorarank import lora
-    from lorarank.config import TrainConfig
-    from lorarank.train import train
-
-    base, tok = load(args)
-    exs = examples(args, tok)
-    model = lora.attach(base, args.rank, lora.scaling_for(args.rank, args.alpha, "constant"), args.dropout,
-                        TARGETS, args.seed)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, grad_accum=1, warmup_ratio=0.0,
-                      lr_schedule="constant", max_grad_norm=1.0, log_every=1, eval_every=10 ** 9)
-    res = train(model, exs, exs[:1], cfg, args.lr, args.seed, tok.pad_token_id, torch.device("cpu"))
-    queue.put({"tokens": res.tokens_trained, "seconds": res.training_time_seconds, "steps": res.total_steps,
-               "train_loss_after": train_loss_of(model, tok, exs), "peak_rss_bytes": peak_rss(),
-               "matmul_params": lora.matmul_params(lora.detach(model)),
-               "params_per_rank": lora.params_per_rank(base, TARGETS)})
 
 
 def leg_trl(args, queue) -> None:
@@ -153,25 +76,6 @@ def leg_trl(args, queue) -> None:
                "identical_tokenization": same_tokens / len(ids)})
 
 
-def run_leg(fn, args) -> dict:
-    """Run one leg in a fresh process (its own threads, caches and peak memory)."""
-    import queue as queue_mod
-
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=fn, args=(args, queue))
-    proc.start()
-    while True:
-        try:
-            result = queue.get(timeout=5)
-            break
-        except queue_mod.Empty:
-            if not proc.is_alive():
-                raise RuntimeError(f"{fn.__name__} exited with code {proc.exitcode} before reporting")
-    proc.join()
-    return result
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -185,9 +89,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--workdir", default="/tmp/lorarank-bench")
+    p.add_argument("--workdir", default="outputs/benchmarks/throughput", help="where the peer writes its files")
     p.add_argument("--pairs", type=int, default=3, help="lorarank/peer pairs, run alternately; medians reported")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "throughput.json"))
+    p.add_argument("--out", default="benchmarks/results/throughput.json")
     args = p.parse_args(argv)
 
     # the machine's speed drifts: alternate the legs (A B A B ...), take each pair's ratio, report medians
@@ -200,10 +104,11 @@ def main(argv=None) -> int:
         x["tokens"] / x["seconds"] for x, _ in pairs)))  # the median lorarank leg
     peer = min((q for _, q in pairs), key=lambda q: abs(q["tokens"] / q["seconds"] - statistics.median(
         x["tokens"] / x["seconds"] for _, x in pairs)))
-    per_token = 4 * (ours["matmul_params"]["body"] + ours["matmul_params"]["head"]) + 6 * args.rank * ours["params_per_rank"]
-    report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                          "fp32_matmul_peak_flops": peak, "fp32_matmul_peaks_measured": peaks},
-              "settings": vars(args), "model_flops_per_token": per_token}
+    shape = cost.Shape.from_run_data(ours)
+    per_token = cost.train_flops_per_token(shape, args.rank, head_share=1.0)
+    report = {"machine": {**machine(args.threads), "fp32_matmul_peak_flops": peak, "fp32_matmul_peaks_measured": peaks},
+              "settings": {**vars(args), "workdir": relative(args.workdir), "out": relative(args.out)},
+              "model_flops_per_token": per_token}
     for name, leg in (("lorarank", ours), ("trl_sft_peft", peer)):
         tps = leg["tokens"] / leg["seconds"]
         report[name] = {**leg, "tokens_per_second": tps, "model_flops_per_second": tps * per_token,
@@ -214,7 +119,7 @@ def main(argv=None) -> int:
     tokens_per_step = round(ours["tokens"] / ours["steps"])
     rate = gemm_rate(base, tokens_per_step)
     del base
-    ceiling = rate / (4 * ours["matmul_params"]["body"])
+    ceiling = rate / cost.frozen_train_flops_per_token(shape, head_share=0.0)  # the body's products alone
     report["gemm_ceiling"] = {"tokens_per_step": tokens_per_step, "gemm_flops": rate,
                               "gemm_fraction_of_peak": rate / peak, "tokens_per_second": ceiling,
                               "target_tokens_per_second": 2 * report["trl_sft_peft"]["tokens_per_second"],

@@ -1,0 +1,160 @@
+"""What the benchmarks share: loading the model and the records, one training step, a leg of
+lorarank's loop in a fresh process, the GEMM ceiling, and how results describe the machine.
+
+Run every benchmark from the repository root as `python benchmarks/<name>.py`: the package is
+installed (editable), and a script's own directory is on sys.path, so `from common import ...` works.
+Paths written into results are relative to the repository root.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import queue as queue_mod
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lorarank import cost, env, lora
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+CPU = torch.device("cpu")
+
+
+def relative(path: str | Path) -> str:
+    """`path` relative to the repository root, as results record it."""
+    return os.path.relpath(Path(path).resolve(), ROOT)
+
+
+def from_root(path: str | Path) -> Path:
+    """A path as results record it (relative to the repository root), or an absolute one."""
+    return ROOT / path
+
+
+def machine(threads: int | None = None) -> dict:
+    """What the numbers were measured on: platform, cores, torch threads and the CPU's vector units."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": threads or torch.get_num_threads(),
+            "cpu": env.cpu_capability()}
+
+
+def records(n: int, seed: int):
+    from lorarank.data import suite
+
+    return suite.generate(n, seed=seed)
+
+
+def load(args):
+    """(frozen base, tokenizer) of args.model in float32 on the CPU, as lorarank loads it."""
+    from lorarank.config import ModelConfig
+    from lorarank.model import load_base
+
+    return load_base(ModelConfig(name=args.model, dtype="float32"), CPU)
+
+
+def examples(args, tok):
+    """args.records suite records in lorarank's chat encoding, those up to args.max_length tokens."""
+    from lorarank.data.format import encode
+
+    out = [encode(r, tok, "chat") for r in records(args.records, args.seed)]
+    return [e for e in out if len(e.input_ids) <= args.max_length]
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def train_loss_of(model, tok, exs) -> float:
+    """The one yardstick for every leg: lorarank's completion-token loss over the training set."""
+    from lorarank.train import eval_loss
+
+    return eval_loss(model, exs, 16, tok.pad_token_id, CPU)
+
+
+class Step:
+    """One optimizer step of lorarank's loop (loss on completion tokens, backward, clip, AdamW),
+    timed. `fused_adam` False swaps in AdamW one tensor at a time, the baseline of train.py's choice."""
+
+    def __init__(self, model, lr: float):
+        self.model = model
+        self.params = [q for q in model.parameters() if q.requires_grad]
+        self.fused = torch.optim.AdamW(self.params, lr=lr, fused=True)
+        self.loop = torch.optim.AdamW(self.params, lr=lr, foreach=False)
+        self.fused_adam = True
+
+    def __call__(self, batch) -> float:
+        from lorarank.train import completion_loss
+
+        opt = self.fused if self.fused_adam else self.loop
+        t0 = time.perf_counter()
+        loss, n = completion_loss(self.model, batch)
+        (loss / n).backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+
+def leg_lorarank(args, queue) -> None:
+    """One trial of lorarank's loop on args.records records (constant LR, one micro-batch per step)."""
+    torch.set_num_threads(args.threads)
+    from lorarank.config import TrainConfig
+    from lorarank.train import train
+
+    base, tok = load(args)
+    exs = examples(args, tok)
+    shape = cost.Shape.of(base, TARGETS)
+    model = lora.attach(base, args.rank, lora.scaling_for(args.rank, args.alpha, "constant"), args.dropout,
+                        TARGETS, args.seed)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, grad_accum=1, warmup_ratio=0.0,
+                      lr_schedule="constant", max_grad_norm=1.0, log_every=1, eval_every=10 ** 9)
+    res = train(model, exs, exs[:1], cfg, args.lr, args.seed, tok.pad_token_id, CPU)
+    queue.put({"tokens": res.tokens_trained, "completion_tokens": res.completion_tokens_trained,
+               "seconds": res.training_time_seconds, "steps": res.total_steps,
+               "train_loss_after": train_loss_of(model, tok, exs), "peak_rss_bytes": peak_rss(),
+               "matmul_params": {"body": shape.body, "head": shape.head}, "params_per_rank": shape.params_per_rank})
+
+
+def run_leg(fn, args) -> dict:
+    """Run one leg in a fresh process (its own threads, caches and peak memory)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=fn, args=(args, queue))
+    proc.start()
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{fn.__name__} exited with code {proc.exitcode} before reporting")
+    proc.join()
+    return result
+
+
+def gemm_rate(model, tokens: int, rounds: int = 3) -> float:
+    """FLOP/s of the frozen model's own products at a step's shape, nothing else: for every decoder
+    projection W (d_out x d_in), in model order (so each weight comes in cold, as in a step), the
+    forward x Wᵀ and the input gradient gy W with `tokens` rows. Median of `rounds` passes. A loop
+    that did only these products would train at rate / cost.frozen_train_flops_per_token(shape, 0)
+    tokens/s (the decoder body, no LM head): an upper bound for any trainer on these shapes."""
+    head = model.get_output_embeddings().weight
+    weights = [m.weight.detach() for m in model.modules() if isinstance(m, nn.Linear) and m.weight is not head]
+    xs = {w.shape[1]: torch.randn(tokens, w.shape[1]) for w in weights}
+    gys = {w.shape[0]: torch.randn(tokens, w.shape[0]) for w in weights}
+    body = cost.Shape(body=sum(w.numel() for w in weights), head=0, params_per_rank=0)
+    flops = tokens * cost.frozen_train_flops_per_token(body, head_share=0.0)
+    times = []
+    with torch.no_grad():
+        for _ in range(rounds + 1):  # the first pass warms up
+            t0 = time.perf_counter()
+            for w in weights:
+                xs[w.shape[1]] @ w.t()
+                gys[w.shape[0]] @ w
+            times.append(time.perf_counter() - t0)
+    return flops / statistics.median(times[1:])
