@@ -11,7 +11,7 @@ OUT=${OUT:-outputs/gpu_smoke}
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 2)" \
   || { echo "gpu_smoke: no CUDA GPU visible to torch" >&2; exit 2; }
 "$PY" -c "import bitsandbytes" 2>/dev/null || "$PY" -m pip install -q bitsandbytes
-"$PY" -m lorarank run --config configs/cpu_default.yaml --model "$MODEL" --load-in-4bit \
+"$PY" -m lorarank run --model "$MODEL" --load-in-4bit \
   --ranks 8 64 --max-steps 30 model.dtype=auto train.eval_every=15 --output-dir "$OUT" --no-progress
 "$PY" - "$OUT" <<'PYEOF'
 import json, sys, pathlib

@@ -1,7 +1,7 @@
 """The peer stack: TRL's SFTTrainer + PEFT, configured sensibly for CPU, as the original experiment
 ran one rank (fresh process, fresh model load, its own tokenization, evaluation, adapter save).
 
-    python benchmarks/peer.py --config configs/cpu_default.yaml --rank 8 --out /tmp/peer_rank_8
+    python benchmarks/peer.py --rank 8 --out /tmp/peer_rank_8
 
 The data, split, chat template, system prompt, LoRA settings, schedule and step count come from the
 same lorarank config, so the peer does the same work as one lorarank trial. TRL gets the records in
@@ -53,7 +53,7 @@ def peft_config(rank: int, alpha: float, dropout: float, targets: list[str]):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="one rank of the peer stack, as the original experiment ran it")
-    p.add_argument("--config", default="configs/cpu_default.yaml")
+    p.add_argument("--config", default="cpu-default", help="a preset name or a YAML file")
     p.add_argument("--rank", type=int, required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)

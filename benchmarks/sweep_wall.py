@@ -1,6 +1,6 @@
 """Sweep wall time: the default 4-rank sweep in lorarank vs the peer stack run once per rank.
 
-lorarank: one `lorarank run --config configs/cpu_default.yaml` process (model loaded once, data
+lorarank: one `lorarank run` process (the cpu-default preset) (model loaded once, data
 tokenized once, every trial evaluated, scored for task accuracy and analysed, report written).
 Peer: `benchmarks/peer.py` once per rank in a fresh process, as the original experiment did (its own
 imports, model load, tokenization, training, evaluation every eval_every steps and at the end,
@@ -12,7 +12,7 @@ reach at the same shapes (common.gemm_rate), everything else free.
 
     python benchmarks/sweep_wall.py                        # writes benchmarks/results/sweep_wall.json
     python benchmarks/sweep_wall.py --floor-only           # (re)computes the floor of a recorded run
-    python benchmarks/sweep_wall.py --config configs/tiny.yaml --out /tmp/sweep_wall.json   # a functional check
+    python benchmarks/sweep_wall.py --config tiny --out /tmp/sweep_wall.json   # a functional check
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def gemm_floor(config: str, runs: dict) -> dict:
 
     import torch
 
-    from lorarank.config import load_config
+    from lorarank.config import config_file, load_config
     from lorarank.data.format import prepare
     from lorarank.model import load_base
     from lorarank.train import eval_batch_size
@@ -73,7 +73,7 @@ def gemm_floor(config: str, runs: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/cpu_default.yaml")
+    p.add_argument("--config", default="cpu-default", help="a preset name or a YAML file")
     p.add_argument("--out", default="benchmarks/results/sweep_wall.json")
     p.add_argument("--floor-only", action="store_true", help="add the floor to the run recorded in --out")
     args = p.parse_args(argv)
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         print_floor(report)
         return 0
 
-    config = str(Path(args.config).resolve())
+    config = str(config_file(args.config))  # a preset name or a file, as an absolute path
     ranks = load_config(config).sweep.ranks
     (ROOT / "outputs" / "benchmarks").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="sweep-wall-", dir=ROOT / "outputs" / "benchmarks"))

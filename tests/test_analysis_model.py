@@ -103,3 +103,46 @@ def test_markdown_and_plots_do_not_import_each_other():
         imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names] + \
                    [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not any(m.endswith(other) for m in imported), f"{name} imports {other}"
+
+
+def _with_probes(rec: dict, general: float, intruders: float) -> dict:
+    rec["general_loss"] = general
+    rec["intruders"] = {"k": 10, "epsilon": 0.5, "overall": {"mean": intruders},
+                        "by_type": {"q_proj": {"mean": intruders}}}
+    return rec
+
+
+def test_recommendation_forgetting_and_intruder_trends_on_known_records():
+    # eval loss: 8 worse, 16 within 0.002 of 64 (margin 5% of 1.0 = 0.05), 32 and 64 best; three seeds
+    evals = {8: [1.5, 1.52, 1.48], 16: [1.302, 1.301, 1.303], 32: [1.3, 1.301, 1.299], 64: [1.3, 1.3, 1.3]}
+    runs = []
+    for r, xs in evals.items():
+        for s, x in enumerate(xs):
+            # forgetting grows by 0.1 per doubling; intruders too, with seed jitter
+            runs.append(_with_probes(record(r, s + 1, x), 3.0 + 0.1 * (r.bit_length() - 4) + 0.01 * s, r / 8 + s))
+    pol = summarize(runs, Thresholds(tolerance=0.02), baseline={"eval_loss": 2.3, "general_loss": 3.0}).policies[
+        "constant"]
+    rec = pol.recommendation
+    assert rec.tested and rec.best in (32, 64) and rec.recommended == 16
+    assert rec.margin == pytest.approx(0.05 * 1.0)  # ε · (2.3 − 1.3)
+    assert rec.tests[8].equivalent is False and rec.tests[16].equivalent is True
+    assert pol.forgetting_trend.verdict == "grows" and pol.forgetting_trend.slope == pytest.approx(0.1)
+    assert pol.intruder_trend.verdict == "grows"
+    assert pol.intruders_vs_forgetting.verdict == "together" and pol.intruders_vs_forgetting.rho > 0.8
+    assert pol.rows[16].forgetting.mean == pytest.approx(0.11)  # 0.1·(bit_length 5 − 4) + mean jitter 0.01
+    assert pol.rows[8].params_per_token == pytest.approx(800 / 500)
+
+
+def test_one_seed_gives_a_provisional_pick_and_the_command_that_settles_it():
+    from lorarank.report.which_rank import recommendation_line, recommendation_text
+
+    runs = sweep({8: [1.31], 16: [1.30], 32: [1.5]})
+    analysis = summarize(runs, Thresholds(tolerance=0.02), baseline={"eval_loss": 2.3})
+    rec = analysis.policies["constant"].recommendation
+    assert not rec.tested and rec.recommended is None and rec.provisional == 8 and rec.best == 16
+    sweep_json = {"environment": {"argv": ["run", "--ranks", "8", "16", "32", "--seeds", "1"]}}
+    text = recommendation_text(rec, sweep_json)
+    assert text.startswith("**No tested recommendation: one seed gives no equivalence test")
+    assert "`lorarank run --ranks 8 16 32 --seeds 3`" in text
+    assert recommendation_line(analysis) == ("[lorarank] which rank: rank 8, provisionally: untested with one "
+                                             "seed; rerun with --seeds 3 to test it")

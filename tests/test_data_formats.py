@@ -113,7 +113,7 @@ def test_text_trains_every_token_after_the_first(tok):
 def test_default_config_token_ids_are_unchanged(tok):
     """Hashes recorded from the code before trained spans existed: the default sweep's 480
     instruct-suite examples (the data fingerprint is part of baseline keys)."""
-    data = prepare(load_config("configs/cpu_default.yaml").data, tok)
+    data = prepare(load_config("cpu-default").data, tok)
     assert data.fingerprint == "9ac7566c1763"
     assert _ids_hash(data) == "12a66c2e5f0640a92c975c79b568cb8e2724507300e7c5ef4ff6623eb24cc5a2"
     assert all(e.trained == ((e.prompt_len, len(e.input_ids)),) for e in data.train + data.eval)

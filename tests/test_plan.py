@@ -39,9 +39,9 @@ def test_plan_from_config_only_directory(tmp_path, capsys):
 
 
 def test_plan_of_the_default_config_predicts_the_report_overhead(capsys):
-    """configs/cpu_default.yaml (embedded SmolLM2-135M, embedded suite): plan counts f from the data and
+    """The cpu-default preset (embedded SmolLM2-135M, embedded suite): plan counts f from the data and
     its overhead is the report's formula, cost.lora_overhead of a trial's run_data, for the same f."""
-    assert run_cli("plan", "--config", "configs/cpu_default.yaml", "--json") == 0
+    assert run_cli("plan", "--config", "cpu-default", "--json") == 0
     plan = json.loads(capsys.readouterr().out)
     mix = plan["trained_tokens"]
     completion, tokens = mix["completion_tokens"], mix["tokens"]

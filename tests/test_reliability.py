@@ -27,7 +27,7 @@ def _start(out, *extra):
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(path, proc, timeout=120):
+def _wait_for(path, proc, timeout=600):
     t0 = time.time()
     while not path.exists():
         assert proc.poll() is None, proc.communicate()

@@ -95,10 +95,13 @@ def test_saved_adapter_reloads_with_stock_peft(tiny_sweep):
 
 def test_science_sections_and_figures(tiny_sweep):
     readme = (tiny_sweep / "README.md").read_text()
+    sections = [line for line in readme.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Which rank should I use?"  # the report opens with the decision
     for section in ("## Results", "## Answers", "## Were hypotheses confirmed?", "## What the adapters learned",
-                    "## Caveats", "## Related"):
-        assert section in readme, section
-    for fig in ("rank_comparison.png", "adapter_analysis.png", "subspace_similarity.png", "cost.png"):
+                    "## Forgetting and intruder dimensions", "## Capacity", "## Caveats", "## Related"):
+        assert section in sections, section
+    for fig in ("rank_comparison.png", "adapter_analysis.png", "subspace_similarity.png", "cost.png", "forgetting.png",
+                "intruders.png"):
         assert f"![{fig}]({fig})" in readme and (tiny_sweep / fig).is_file()
     analysis = json.loads((tiny_sweep / "analysis.json").read_text())
     pol = analysis["policies"]["constant"]
@@ -116,6 +119,14 @@ def test_science_sections_and_figures(tiny_sweep):
     assert [t["name"] for t in pol["rows"]["8"]["trials"]] == ["rank_8"]
     assert pol["knee"]["where"] in ("smallest", "inside", "largest")
     assert len(sub["spaces"]["A"]["q_proj"]["phi"]) == 2 and len(sub["spaces"]["A"]["q_proj"]["phi"][0]) == 8
+    # which rank: one seed, so no tested recommendation, and the measurements behind the evidence
+    rec = pol["recommendation"]
+    assert rec["tested"] is False and rec["reason"] == "one seed gives no equivalence test: the seed noise is unknown"
+    assert run["general_loss"] > 0 and run["intruders"]["k"] == 10 and len(run["intruders"]["per_module"]) == 14
+    assert 0 < run["a_relative_change"]["overall"] < 1
+    base = json.loads((tiny_sweep / "baseline.json").read_text())
+    assert pol["rows"]["8"]["forgetting"]["mean"] == run["general_loss"] - base["general_loss"]
+    assert pol["rows"]["8"]["params_per_token"] == run["trainable_params"] / run["completion_tokens_trained"]
 
 
 def test_full_finetune_reference_row(tmp_path):
@@ -130,3 +141,13 @@ def test_full_finetune_reference_row(tmp_path):
     assert "| full fine-tuning (lr 0.0001) |" in readme and "| full FT |" in readme
     # the base model was not changed by the full fine-tuning copy: the LoRA trials' baseline still holds
     assert json.loads((out / "all_results.json").read_text()).keys() == {"2", "4", "full_ft"}
+
+
+def test_run_ends_with_the_recommendation(tiny_sweep, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "again"
+    shutil.copytree(tiny_sweep, copy)
+    assert run_cli("run", *TINY_ARGS, "--output-dir", str(copy)) == 0  # nothing to train: report only
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("[lorarank] which rank: rank ") and "provisionally: untested with one seed" in last

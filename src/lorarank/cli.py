@@ -78,6 +78,7 @@ def config_from(args: argparse.Namespace):
 
 
 def cmd_run(args) -> int:
+    from lorarank.report.which_rank import recommendation_line
     from lorarank.sweep import run_sweep
 
     outcome = run_sweep(config_from(args), progress=not args.no_progress)
@@ -89,9 +90,9 @@ def cmd_run(args) -> int:
     if outcome.failed:
         print(f"[lorarank] {len(outcome.failed)} trial(s) failed or diverged: {', '.join(outcome.failed)} "
               "(see the README and each trial's error.txt; rerun the same command to retry failed trials)",
-              file=sys.stderr)
-        return EXIT_TRIALS_FAILED
-    return 0
+              file=sys.stderr, flush=True)
+    print(recommendation_line(outcome.analysis), flush=True)  # the answer users come for, last
+    return EXIT_TRIALS_FAILED if outcome.failed else 0
 
 
 def cmd_plan(args) -> int:

@@ -181,7 +181,31 @@ class SweepConfig:
 
 
 @dataclass
+class EvalConfig:
+    general_text: str = "builtin"
+    """Held-out general text whose loss measures forgetting (Biderman et al. 2024): `builtin` = the
+    Python language reference shipped with Python (`pydoc_data.topics`, in no training set here), a
+    .txt file or .jsonl/.json records with a "text" field, or `none` to skip the probe."""
+    general_windows: int = 16
+    """Windows of general text evaluated (spread evenly over the text): 16 x 128 tokens cost a few
+    seconds per SmolLM2-135M trial on a 2-core CPU."""
+    general_window_tokens: int = 128
+    """Tokens per general-text window."""
+    intruders: bool = True
+    """Count intruder dimensions per module (Shuttleworth et al. 2024). Needs the SVD of every adapted
+    frozen weight once per process (cached): cheap for small models, minutes and GBs for 7B ones."""
+    intruder_top_k: int = 10
+    """Top singular vectors of W + ΔW examined per module (PEFT's and the paper's k)."""
+    intruder_epsilon: float = 0.5
+    """A top direction is an intruder when its largest |cosine| with any singular vector of W is below this."""
+
+
+@dataclass
 class ReportConfig:
+    equivalence_margin: float = 0.05
+    """The recommendation's margin ε: a rank is equivalent to the best when, by a paired TOST over
+    seeds, it loses at most this share of the best rank's eval-loss improvement over the base model
+    (see docs/concepts/choosing-a-rank.md). A share of the gain keeps its meaning as losses near zero."""
     tolerance: float = 0.02
     """With one seed there is no noise estimate: ranks whose eval loss is within this relative
     difference of each other are called equivalent. With several seeds the paired 95% CI decides."""
@@ -202,6 +226,7 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -456,6 +481,17 @@ def validate(cfg: Config) -> list[str]:
                  "drop --load-in-4bit or the full fine-tuning reference")
     if s.workers < 0 or s.cpus_per_trial <= 0 or s.gpus_per_trial < 0:
         p.append("sweep.workers must be >= 0, sweep.cpus_per_trial > 0 and sweep.gpus_per_trial >= 0")
+    if not 0.0 < cfg.report.equivalence_margin < 1.0:
+        p.append(f"report.equivalence_margin must be in (0, 1), got {cfg.report.equivalence_margin} "
+                 "(a share of the best rank's improvement, e.g. 0.05)")
+    ev = cfg.eval
+    if ev.general_windows < 1 or ev.general_window_tokens < 2 or ev.intruder_top_k < 1:
+        p.append("eval.general_windows and eval.intruder_top_k must be >= 1, eval.general_window_tokens >= 2")
+    if not 0.0 < ev.intruder_epsilon < 1.0:
+        p.append(f"eval.intruder_epsilon must be in (0, 1), got {ev.intruder_epsilon}")
+    if ev.general_text not in ("builtin", "none") and not Path(ev.general_text).expanduser().is_file():
+        p.append(f"eval.general_text: file not found: {ev.general_text} (give a .txt/.jsonl/.json file, "
+                 "builtin or none)")
     if not 0.0 <= cfg.report.tolerance < 1.0:
         p.append(f"report.tolerance must be in [0, 1), got {cfg.report.tolerance}")
     return p

@@ -19,6 +19,7 @@ from lorarank.config import Config, config_hash
 from lorarank.data.format import prepare
 from lorarank.evaluate import dataset_accuracy
 from lorarank.model import load_base, pick_device
+from lorarank.probes import Probes
 from lorarank.train import eval_batch_size, eval_loss, packing_matches
 from lorarank.trial import Trial, run_trial
 
@@ -36,6 +37,7 @@ class TrialRunner:
                                                           self.device):
             log("this model mixes packed examples in attention: padding batches instead (slower, same results)")
             self.cfg.train.packing = False
+        self.probes = Probes.setup(cfg.eval, self.tok)
 
     def describe(self) -> dict:
         """Data statistics and the environment, for sweep.json."""
@@ -44,7 +46,8 @@ class TrialRunner:
                          "n_eval": len(d.eval), "prompt_format": d.prompt_format,
                          "dropped_too_long": d.dropped_too_long, "families": d.families,
                          "record_format": d.record_format, "trained_on": d.trained_on, "eval_source": d.eval_source},
-                "environment": env.describe(self.device), "packing": self.cfg.train.packing}
+                "environment": env.describe(self.device), "packing": self.cfg.train.packing,
+                "general_text": self.probes.describe()}
 
     def baseline(self, out: str | Path) -> dict:
         """The base model's eval loss (and task accuracy), once per sweep: the "rank 0" reference row.
@@ -56,7 +59,7 @@ class TrialRunner:
         cfg, data = self.cfg, self.data
         path = out / store.BASELINE_FILE
         key = config_hash({"model": cfg.model.__dict__, "data": data.fingerprint, "acc": cfg.data.accuracy_examples,
-                           "new_tokens": cfg.data.max_new_tokens})
+                           "new_tokens": cfg.data.max_new_tokens, "general": self.probes.describe()})
         if path.is_file():
             previous = store.read_json(path)
             if previous.get("key") == key:
@@ -65,6 +68,9 @@ class TrialRunner:
         baseline = {"key": key, "rank": 0, "eval_loss": eval_loss(self.base, data.eval, eval_batch_size(cfg.train),
                                                                    self.tok.pad_token_id, self.device, cfg.train.packing)}
         baseline["accuracy"] = dataset_accuracy(self.base, self.tok, data, cfg.data, self.device)
+        baseline["general_loss"] = self.probes.general_loss(self.base, eval_batch_size(cfg.train),
+                                                            self.tok.pad_token_id, self.device, cfg.train.packing)
+        baseline["general_text"] = self.probes.describe()
         baseline["seconds"] = time.perf_counter() - t0
         store.write_json(path, baseline)
         acc = f", accuracy {baseline['accuracy']['overall']:.1%}" if baseline["accuracy"] else ""
@@ -79,5 +85,5 @@ class TrialRunner:
             if not mine or store.finished(out / trial.name, trial.trial_id):
                 return trial, None
             self.base, run_data = run_trial(self.base, self.tok, self.data, self.cfg, trial, trial_config, out,
-                                            self.device, progress=progress)
+                                            self.device, self.probes, progress=progress)
         return trial, run_data

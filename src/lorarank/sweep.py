@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lorarank import store
+from lorarank.analysis.model import Analysis
 from lorarank.config import Config, config_hash
 from lorarank.env import log
 from lorarank.errors import UserError
@@ -90,7 +91,7 @@ def place(trials: list[tuple[Trial, dict]], recorded: dict[str, dict]) -> list[t
 @dataclass
 class SweepOutcome:
     out_dir: Path
-    results: dict[str, dict]  # all_results.json: key -> run_data
+    analysis: Analysis | None = None  # of every trial recorded in the directory
     trained: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     elsewhere: list[str] = field(default_factory=list)  # claimed or finished by another process meanwhile
@@ -98,7 +99,7 @@ class SweepOutcome:
 
     @property
     def failed(self) -> list[str]:
-        return [k for k, r in self.results.items() if r.get("status") != "ok"]
+        return [t.name.removeprefix("rank_") for t in self.analysis.not_ok] if self.analysis else []
 
 
 def prepare_output_dir(cfg: Config) -> Path:
@@ -143,7 +144,7 @@ def run_sweep(cfg: Config, progress: bool = True) -> SweepOutcome:
     trials = place(expand(cfg), recorded)
     done = {tid for tid, rd in recorded.items() if rd.get("status") in store.FINAL_STATUSES}
     todo = [(t, tc) for t, tc in trials if t.trial_id not in done]
-    outcome = SweepOutcome(out, {}, skipped=[t.name for t, _ in trials if t.trial_id in done])
+    outcome = SweepOutcome(out, skipped=[t.name for t, _ in trials if t.trial_id in done])
     log(f"sweep: {len(trials)} trials ({len(todo)} to run, {len(outcome.skipped)} already done) -> {out}")
     trackers = Trackers(cfg.report.report_to, out, cfg.report.tracking_uri)
 
@@ -164,7 +165,7 @@ def run_sweep(cfg: Config, progress: bool = True) -> SweepOutcome:
 
     EXECUTORS[cfg.sweep.executor](cfg, out, todo, progress, on_setup, on_result)
     outcome.wall_seconds = time.perf_counter() - start
-    outcome.results = aggregate(out, outcome.wall_seconds, bool(outcome.trained))
+    outcome.analysis = aggregate(out, outcome.wall_seconds, bool(outcome.trained))
     return outcome
 
 
@@ -204,7 +205,7 @@ def _update_sweep_file(out: Path, cfg: Config, info: dict) -> None:
     })
 
 
-def aggregate(out: Path, wall_seconds: float, trained_any: bool) -> dict[str, dict]:
+def aggregate(out: Path, wall_seconds: float, trained_any: bool) -> Analysis:
     """Record this invocation's wall time in sweep.json (never in the trials' records), then write
     all_results.json, results.csv and the report."""
     from lorarank.report import build_report

@@ -25,7 +25,8 @@ from lorarank.analysis import spectra
 from lorarank.config import Config
 from lorarank.data.format import PreparedData
 from lorarank.evaluate import dataset_accuracy
-from lorarank.train import Checkpointer, TrainResult, train
+from lorarank.probes import Probes
+from lorarank.train import Checkpointer, TrainResult, eval_batch_size, train
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Trial:
 
 
 def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, trial_config: dict,
-              out_dir: Path, device: torch.device, progress=None) -> tuple[Any, dict]:
+              out_dir: Path, device: torch.device, probes: Probes, progress=None) -> tuple[Any, dict]:
     """Returns (base model, untouched, with the adapter removed; run_data). Never raises for a
     trial-level failure (bad numerics, out-of-memory, a bug in one config): the trial is `failed`."""
     trial_dir = out_dir / trial.name
@@ -65,7 +66,7 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
         result = train(model, data.train, data.eval, cfg.train, trial.learning_rate, trial.seed,
                        tokenizer.pad_token_id, device, on_step=progress, checkpoint=ckpt)
         if result.status == "ok":
-            extras = after_training(model, base, tokenizer, data, cfg, trial_dir, device, full, a_init)
+            extras = after_training(model, base, tokenizer, data, cfg, trial_dir, device, full, a_init, probes)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - isolate the trial, keep the sweep going
@@ -85,14 +86,19 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
 
 
 def after_training(model, base, tokenizer, data: PreparedData, cfg: Config, trial_dir: Path,
-                   device: torch.device, full: bool, a_init: dict | None) -> dict:
-    """Task accuracy, the spectrum of the learned update, how far A moved, and the saved adapter."""
+                   device: torch.device, full: bool, a_init: dict | None, probes: Probes) -> dict:
+    """Task accuracy, general-text loss (forgetting), the spectrum of the learned update and its
+    intruder dimensions, how far A moved, and the saved adapter."""
     out = {"accuracy": None, "spectra": None, "adapter_bytes": None}
     out["accuracy"] = dataset_accuracy(model, tokenizer, data, cfg.data, device)
+    out["general_loss"] = probes.general_loss(model, eval_batch_size(cfg.train), tokenizer.pad_token_id, device,
+                                              cfg.train.packing)
     if full:  # ΔW = W_tuned - W_base of the same modules LoRA adapts; weights are not saved (too big)
         out["spectra"] = spectra.analyse_full(base, model, cfg.lora.target_modules)
+        out["intruders"] = probes.intruders_full(base, model, cfg.lora.target_modules)
     else:
         out["spectra"] = spectra.analyse(model)
+        out["intruders"] = probes.intruders(model)
         out["a_relative_change"] = spectra.relative_change(a_init, spectra.lora_a_weights(model))
         out["adapter_bytes"] = save_adapter(model, trial_dir / "adapter")
     return out

@@ -18,7 +18,9 @@ SUBSPACE_FILE = "subspace.json"
 
 def build(out: Path, sweep: dict, baseline: dict | None, runs: list[dict]) -> Analysis:
     """The analysis model of the records `runs` of the sweep in `out` (sweep.json as `sweep`)."""
-    analysis = summarize(runs, Thresholds(tolerance=sweep["config"]["report"]["tolerance"]), baseline)
+    report = sweep["config"]["report"]
+    thresholds = Thresholds(tolerance=report["tolerance"], equivalence_margin=report["equivalence_margin"])
+    analysis = summarize(runs, thresholds, baseline)
     sub_file = out / SUBSPACE_FILE
     previous = store.read_json(sub_file) if sub_file.is_file() else {}
     stored = {policy: subspace.similarity(out, pol, previous.get(policy)) for policy, pol in analysis.policies.items()}

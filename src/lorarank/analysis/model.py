@@ -15,6 +15,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from lorarank.analysis.capacity import Divergence, RankScaling
+from lorarank.analysis.recommend import Recommendation
 from lorarank.analysis.stats import Estimate, LineFit
 
 
@@ -39,6 +41,12 @@ class Thresholds:
     directions of r = 8 and r = 64 adapters."""
     above_chance: float = 10.0
     """φ(1,1) at least this many times its random-subspace baseline counts as shared above chance."""
+    equivalence_margin: float = 0.05
+    """ε of the recommendation: a rank may lose at most this share of the best rank's improvement over
+    the base model and still count as equivalent to it (`report.equivalence_margin`)."""
+    trend_level: float = 0.95
+    """A trend across ranks ("higher rank forgets more") is called when the CI of its slope at this
+    level excludes zero."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,12 @@ class RankRow:
     train_curve: Curve
     eval_curve: Curve
     state_bytes: int  # adapter + gradient + AdamW moments (cost.py)
+    learning_gain: Estimate | None = None  # base eval loss − eval loss (what fine-tuning gained)
+    general_loss: Estimate | None = None  # loss on held-out general text
+    forgetting: Estimate | None = None  # general loss − the base model's (positive = forgot)
+    intruders: dict | None = None  # mean over seeds: intruders per module, overall and by module type
+    params_per_token: float | None = None  # trainable params ÷ completion tokens trained (capacity)
+    a_relative_change: Estimate | None = None  # ‖A − A₀‖_F / ‖A₀‖_F, mean over modules
 
     @property
     def seeds(self) -> list[int]:
@@ -190,6 +204,30 @@ class SubspaceEntry:
     verdicts: list[SubspaceVerdict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Trend:
+    """Does a per-trial quantity grow with rank? Least squares y = a + b·log2(r) over trials."""
+
+    quantity: str  # forgetting | intruders
+    slope: float  # change of y per doubling of the rank
+    low: float | None  # CI of the slope at Thresholds.trend_level (None with two points)
+    high: float | None
+    n: int  # trials in the fit
+    verdict: str  # grows | shrinks | no trend | untested
+
+
+@dataclass(frozen=True)
+class Association:
+    """Do two per-trial quantities go together across ranks? Spearman's rank correlation."""
+
+    x: str
+    y: str
+    rho: float | None
+    p: float | None
+    n: int
+    verdict: str  # together | opposite | no association | untested
+
+
 @dataclass
 class PolicySummary:
     """Everything the report says about one alpha policy."""
@@ -209,6 +247,13 @@ class PolicySummary:
     hypotheses: list[Hypothesis]
     capacity_use: CapacityUse | None
     subspace: dict[str, SubspaceEntry] = field(default_factory=dict)
+    recommendation: Recommendation | None = None  # on eval loss
+    recommendation_accuracy: Recommendation | None = None  # on task accuracy (verifiable data)
+    forgetting_trend: Trend | None = None
+    intruder_trend: Trend | None = None
+    intruders_vs_forgetting: Association | None = None
+    divergence: dict[int, Divergence] = field(default_factory=dict)  # each rank vs the highest
+    rank_scaling: RankScaling | None = None  # stable rank ≈ c·r^β
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,9 @@ class LineFit:
         return asdict(self)
 
 
-def fit_line(xs: list[float], ys: list[float]) -> LineFit:
+def fit_line(xs: list[float], ys: list[float], level: float = 0.95) -> LineFit:
     """Ordinary least squares y = intercept + slope·x (scipy.stats.linregress), with R² and the
-    95% CI of the slope: slope ± t_{0.975, n-2} · SE(slope)."""
+    CI of the slope at `level`: slope ± t_{(1+level)/2, n-2} · SE(slope)."""
     n = len(xs)
     if n < 2 or len(set(xs)) < 2:
         raise ValueError("need at least two distinct x values")
@@ -82,7 +82,7 @@ def fit_line(xs: list[float], ys: list[float]) -> LineFit:
     r2 = 1.0 if exact else float(fit.rvalue) ** 2
     if n < 3:
         return LineFit(float(fit.intercept), float(fit.slope), r2, n)
-    half = 0.0 if exact else t_critical(n - 2) * float(fit.stderr)
+    half = 0.0 if exact else t_critical(n - 2, level) * float(fit.stderr)
     return LineFit(float(fit.intercept), float(fit.slope), r2, n, float(fit.slope) - half, float(fit.slope) + half)
 
 

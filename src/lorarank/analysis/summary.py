@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from lorarank import cost
+from lorarank.analysis import decision
 from lorarank.analysis.hypotheses import hypotheses, low_rank_hypothesis
 from lorarank.analysis.model import (Analysis, CapacityUse, Comparison, Curve, Knee, LrChoice, NoiseCheck, NotOk,
                                      ParamsFit, PolicySummary, RankRow, Thresholds, TimeFit, TrialRef)
@@ -73,7 +74,7 @@ def _estimate(trials: list[dict], key: str) -> Estimate | None:
     return mean_ci(vals) if vals else None
 
 
-def rank_row(trials: list[dict], lr: LrChoice) -> RankRow:
+def rank_row(trials: list[dict], lr: LrChoice, baseline: dict | None) -> RankRow:
     """Mean ± CI over seeds of every per-trial metric, for one rank at its chosen LR."""
     trials = sorted(trials, key=lambda t: t["seed"])
     t0 = trials[0]
@@ -94,6 +95,7 @@ def rank_row(trials: list[dict], lr: LrChoice) -> RankRow:
         spectra=spectra_row(trials), train_curve=mean_curve(trials, "steps", "train_losses"),
         eval_curve=mean_curve(trials, "eval_steps", "eval_losses"),
         state_bytes=cost.training_state_bytes(t0["trainable_params"]),
+        **decision.row_extras(trials, baseline),
     )
 
 
@@ -163,7 +165,7 @@ def summarize_policy(policy: str, trials: list[dict], thresholds: Thresholds, ba
     for r in ranks:
         lr = choose_lr(by_rank_all[r])
         chosen[r] = [t for t in by_rank_all[r] if t["learning_rate"] == lr.chosen]
-        rows[r] = rank_row(chosen[r], lr)
+        rows[r] = rank_row(chosen[r], lr, baseline)
     small, large = pick_pair(ranks)
     eval_seeds = per_seed(chosen, "final_eval_loss")
     tol = thresholds.tolerance
@@ -181,15 +183,18 @@ def summarize_policy(policy: str, trials: list[dict], thresholds: Thresholds, ba
         params=params_fit(rows, flat), time=time_fit(flat, thresholds), hypotheses=[],
         capacity_use=capacity_use(rows, thresholds))
     pol.hypotheses = hypotheses(pol, baseline, thresholds)
+    pol.recommendation, pol.recommendation_accuracy = decision.recommendations(chosen, baseline, thresholds)
+    for key, value in decision.evidence(chosen, baseline, thresholds).items():
+        setattr(pol, key, value)
     return pol
 
 
-def full_finetune_row(trials: list[dict]) -> RankRow | None:
+def full_finetune_row(trials: list[dict], baseline: dict | None) -> RankRow | None:
     """The full fine-tuning reference: its best LR, aggregated over seeds like a rank."""
     if not trials:
         return None
     lr = choose_lr(trials)
-    return rank_row([t for t in trials if t["learning_rate"] == lr.chosen], lr)
+    return rank_row([t for t in trials if t["learning_rate"] == lr.chosen], lr, baseline)
 
 
 def summarize(results: list[dict], thresholds: Thresholds, baseline: dict | None = None) -> Analysis:
@@ -201,6 +206,6 @@ def summarize(results: list[dict], thresholds: Thresholds, baseline: dict | None
         thresholds=thresholds,
         policies={p: summarize_policy(p, [r for r in lora_ok if r["alpha_policy"] == p], thresholds, baseline)
                   for p in policies if any(r["alpha_policy"] == p for r in lora_ok)},
-        full_finetune=full_finetune_row([r for r in ok if r.get("method") == "full"]),
+        full_finetune=full_finetune_row([r for r in ok if r.get("method") == "full"], baseline),
         not_ok=[NotOk(r["name"], r["status"], r.get("error")) for r in results if r.get("status") != "ok"],
     )

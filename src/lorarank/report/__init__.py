@@ -11,16 +11,17 @@ from pathlib import Path
 
 from lorarank import store
 from lorarank.analysis.build import build
-from lorarank.report import markdown, plots
+from lorarank.analysis.model import Analysis
+from lorarank.report import markdown, plots, plots_forgetting
 
 ANALYSIS_FILE = "analysis.json"
 
 
-def build_report(out: Path | str) -> dict[str, dict]:
+def build_report(out: Path | str) -> Analysis:
     out = Path(out)
     sweep, baseline, runs = store.load_sweep(out)
     analysis = build(out, sweep, baseline, runs)
-    all_results = store.write_aggregates(out, runs)
+    store.write_aggregates(out, runs)
     store.write_json(out / ANALYSIS_FILE, analysis.to_dict())
     figures = []
     for i, (policy, pol) in enumerate(analysis.policies.items()):
@@ -30,9 +31,11 @@ def build_report(out: Path | str) -> dict[str, dict]:
             (f"adapter_analysis{suffix}.png", plots.adapter_analysis(pol, analysis.full_finetune)),
             (f"subspace_similarity{suffix}.png", plots.subspace_similarity(pol)),
             (f"cost{suffix}.png", plots.cost(pol)),
+            (f"forgetting{suffix}.png", plots_forgetting.forgetting(pol)),
+            (f"intruders{suffix}.png", plots_forgetting.intruders(pol)),
         ):
             if fig is not None:
                 plots.save(fig, out / name)
                 figures.append(name)
     store.write_text(out / "README.md", markdown.render(sweep, baseline, analysis, figures))
-    return all_results
+    return analysis
