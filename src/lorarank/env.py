@@ -21,6 +21,13 @@ def log(msg: str) -> None:
     tqdm.write(f"[lorarank] {msg}")
 
 
+def warn(msg: str) -> None:
+    """One warning line on stderr (the run goes on)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"[lorarank] warning: {msg}", file=sys.stderr)
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """Commit of the lorarank checkout this code runs from (None for an installed wheel)."""
@@ -53,9 +60,19 @@ def cpu_capability() -> dict:
             "avx512_bf16": torch.cpu._is_avx512_bf16_supported()}
 
 
-def describe(device: torch.device) -> dict:
-    return {"versions": versions(), "device": device_name(device), "cpu": cpu_capability(),
-            "git_commit": git_commit(), "platform": platform.platform(), "argv": sys.argv[1:]}
+def bf16_units(cpu: dict) -> bool:
+    """Does a CPU with this `cpu_capability()` multiply bf16 natively (AMX tiles or AVX512-BF16)?"""
+    return bool(cpu["amx_tile"] or cpu["avx512_bf16"])
+
+
+def describe(device: torch.device, compute_dtype: torch.dtype | None = None) -> dict:
+    """The environment of a run. `compute_dtype`: the precision the model ran in (its base weights'
+    and autocast's dtype; model.compute_dtype), recorded when the caller knows it."""
+    out = {"versions": versions(), "device": device_name(device), "cpu": cpu_capability(),
+           "git_commit": git_commit(), "platform": platform.platform(), "argv": sys.argv[1:]}
+    if compute_dtype is not None:
+        out["compute_dtype"] = str(compute_dtype).removeprefix("torch.")
+    return out
 
 
 @contextlib.contextmanager

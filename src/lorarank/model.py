@@ -2,6 +2,16 @@
 
 Names resolve in this order: `tiny-random` and `smollm2-135m` (built in, no network), an existing
 local directory, then a Hugging Face hub id. Remote code stays off unless the user turns it on.
+
+Precision. The frozen base is held in `model.dtype` (resolve_dtype), and in bf16 or fp16 everything
+runs under torch.autocast on the model's device, the same code on CPU and CUDA:
+
+    base weights and activations   bf16 (half the memory of fp32)
+    adapters A, B, their gradients and AdamW's moments   fp32 (PEFT upcasts half-precision adapters:
+                                   get_peft_model's autocast_adapter_dtype); cast to bf16 per product
+    RMSNorm statistics, rotary angles   fp32 (transformers' Llama/Qwen2 compute them so)
+    attention softmax              accumulated in fp32 inside SDPA
+    the loss                       fp32 (train.completion_loss: logits.float())
 """
 
 from __future__ import annotations
@@ -10,23 +20,41 @@ from pathlib import Path
 
 import torch
 
-from lorarank import builtin_models, fastpath
+from lorarank import builtin_models, env, fastpath
 from lorarank.config import ModelConfig
 from lorarank.env import quiet_hub
 from lorarank.errors import UserError
 
+# bf16 products without bf16 units, measured by benchmarks/throughput.py (matmul_peaks) on an AVX2
+# CPU at a training step's shape: torch emulates them
+EMULATED_BF16 = "bf16 products are emulated on this CPU, about 75x slower than fp32 (1.3 vs 97 GFLOP/s measured on AVX2)"
+
+
+def has_bf16_units(device: torch.device) -> bool:
+    """Does `device` multiply bf16 natively? CUDA: torch.cuda.is_bf16_supported(); CPU: AMX tiles or
+    AVX512-BF16 (6-7x the fp32 matmul rate measured on an AMX Xeon)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return env.bf16_units(env.cpu_capability())
+
 
 def resolve_dtype(name: str, device: torch.device, bf16_supported: bool | None = None) -> torch.dtype:
-    """`auto` = float32 on CPU; on CUDA bf16 when the GPU supports it, else fp16. (On CPUs without
-    AVX512-BF16 or AMX, bf16 matmuls are emulated and slow; with AVX512-BF16 they are 2.6x faster,
-    but a bf16 SmolLM2 base trained 25% faster for a 2.5% worse training-set loss, measured.)"""
+    """The precision of the base weights and of autocast. An explicit name is always honoured.
+    `auto`: bf16 where the device multiplies it natively (a CPU with AMX or AVX512-BF16, a GPU that
+    supports it), else fp16 on CUDA and fp32 on CPU. `bf16_supported` overrides the detection."""
     if name != "auto":
         return getattr(torch, name)
-    if device.type != "cuda":
-        return torch.float32
     if bf16_supported is None:
-        bf16_supported = torch.cuda.is_bf16_supported()
-    return torch.bfloat16 if bf16_supported else torch.float16
+        bf16_supported = has_bf16_units(device)
+    if bf16_supported:
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def warn_if_emulated(dtype: torch.dtype, device: torch.device) -> None:
+    """An explicit bf16 on a CPU without bf16 units is honoured, with one line saying what it costs."""
+    if dtype == torch.bfloat16 and device.type == "cpu" and not has_bf16_units(device):
+        env.warn(f"model.dtype=bfloat16: {EMULATED_BF16}; model.dtype=auto picks float32 here")
 
 
 def check_device_options(cfg: ModelConfig, device: torch.device) -> None:
@@ -51,9 +79,10 @@ def quantization_config(cfg: ModelConfig, compute_dtype: torch.dtype):
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
-    """Mixed precision on CUDA for half-precision bases (the fp32 adapters then run in bf16/fp16 too);
-    a no-op on CPU and for fp32."""
-    enabled = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+    """Mixed precision for a half-precision base, on CPU and CUDA alike: products in `dtype` (PEFT's
+    fp32 adapters cast to it per call; fastpath's fused layer chooses its own), the ops autocast keeps
+    in fp32 in fp32. A no-op for fp32."""
+    enabled = dtype in (torch.bfloat16, torch.float16)
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
@@ -82,6 +111,7 @@ def load_tokenizer(cfg: ModelConfig):
 
 def load_model(cfg: ModelConfig, vocab_size: int, device: torch.device):
     dtype = resolve_dtype(cfg.dtype, device)
+    warn_if_emulated(dtype, device)
     if cfg.name == builtin_models.TINY_RANDOM:
         model = builtin_models.tiny_random_model(vocab_size, dtype).to(device)
     else:

@@ -8,6 +8,12 @@
     attention  one causal SDPA per packed example, split    transformers' SDPA over   (attention.py)
                                                             the masked square
 
+On a half-precision base (bf16 with fp32 adapters, model.py) two more choices apply, both no-ops in
+fp32: the dtype of the fused layer's adapter products (`adapter_dtype`) and of per-example SDPA
+(`attention_dtype`). Each is `base` (the base's dtype: no conversion of (tokens x d) tensors) or
+`fp32`; `base` is the default and the stock path's choice. Which is faster depends on the CPU's bf16
+units, so benchmarks/levers.py measures both on the machine it runs on.
+
 `enable(model)` sets FAST, `disable(model)` sets STOCK, and `enable(model, levers)` any other
 combination: the baselines benchmarks/levers.py measures each lever against, e.g.
 `dataclasses.replace(FAST, fused=False)`. The model may be a transformers model (only the attention
@@ -39,12 +45,22 @@ class Levers:
     attention: str = "split"
     """Packed rows: `split` (one SDPA per example via torch.split, grouped-query kv), `sliced` (one per
     example via slices, repeated kv heads) or `masked` (transformers' SDPA over the whole masked row)."""
+    adapter_dtype: str = "base"
+    """The fused layer's adapter products on a half-precision base: `base` (A and B cast to the base's
+    dtype per call, as PEFT's modules under autocast) or `fp32` (x and the gradient converted, the thin
+    products in fp32, as PEFT's modules without autocast). Ignored when not fused."""
+    attention_dtype: str = "base"
+    """Per-example SDPA on a half-precision base: `base` (in the base's dtype, as autocast runs it) or
+    `fp32` (q, k and v converted to fp32, the output back). Ignored for `masked`."""
 
     def __post_init__(self):
+        dtypes = tuple(fused.ADAPTER_DTYPES)
         problems = [f"{name}={value!r} (choose from {', '.join(allowed)})"
                     for name, value, allowed in (("dropout", self.dropout, ("fast", "plain")),
                                                  ("backward", self.backward, tuple(fused.LAYOUTS)),
-                                                 ("attention", self.attention, (*attention.IMPLEMENTATIONS, "masked")))
+                                                 ("attention", self.attention, (*attention.IMPLEMENTATIONS, "masked")),
+                                                 ("adapter_dtype", self.adapter_dtype, dtypes),
+                                                 ("attention_dtype", self.attention_dtype, tuple(attention.DTYPES)))
                     if value not in allowed]
         if self.fused and self.dropout == "plain":
             problems.append("fused=True with dropout='plain' (the fused layer draws FastDropout's positions)")
@@ -59,8 +75,8 @@ STOCK = Levers(fused=False, dropout="plain", attention="masked")
 def enable(model, levers: Levers = FAST) -> None:
     """Set every lever of `model` to `levers`, whatever it was before."""
     _use_dropout(model, levers.dropout)
-    fused.use(model, levers.fused, levers.backward)
-    attention.use(_causal_lm(model), levers.attention)
+    fused.use(model, levers.fused, levers.backward, levers.adapter_dtype)
+    attention.use(_causal_lm(model), levers.attention, levers.attention_dtype)
 
 
 def disable(model) -> None:

@@ -13,9 +13,15 @@ against) and `masked` (transformers' own SDPA over the masked square). The per-e
 registered as attention implementations that fall back to transformers' own SDPA whenever the call is
 not a plain packed forward: no segment lengths given (padded batches, generation with a KV cache),
 attention dropout, sliding windows, soft-capping, biases or sinks.
+
+On a half-precision base each setting also comes in fp32 (DTYPES): q, k and v converted to fp32 for
+SDPA, the output converted back, autocast off inside. SDPA accumulates its softmax in fp32 either
+way; the choice is only which kernel is faster on the CPU at hand.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +51,9 @@ def sliced(module, query, key, value, scaling, segment_lengths) -> list[torch.Te
             for s, n in zip(starts, segment_lengths)]
 
 
-def per_example(attend):
+def per_example(attend, dtype: torch.dtype | None = None):
     """An attention implementation (transformers' signature) that runs `attend` on plain packed
-    forwards and transformers' SDPA on everything else.
+    forwards, in `dtype` (None: the inputs' own), and transformers' SDPA on everything else.
     query (1, H, T, D), key/value (1, H_kv, T, D) -> ((1, T, H, D), None), as transformers expects."""
 
     def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
@@ -59,24 +65,28 @@ def per_example(attend):
         if not plain:
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                           scaling=scaling, is_causal=is_causal, **kwargs)
-        outs = attend(module, query, key, value, scaling, segment_lengths)
-        return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+        with torch.autocast(query.device.type, enabled=False) if dtype else contextlib.nullcontext():
+            outs = attend(module, *(t.to(dtype or t.dtype) for t in (query, key, value)), scaling, segment_lengths)
+        return torch.cat(outs, dim=2).transpose(1, 2).contiguous().to(query.dtype), None
 
     return attention
 
 
-IMPLEMENTATIONS = {"split": ("lorarank_packed_sdpa", per_example(split)),
-                   "sliced": ("lorarank_sliced_sdpa", per_example(sliced))}
-NAMES = {name: kind for kind, (name, _) in IMPLEMENTATIONS.items()}
+ATTEND = {"split": ("lorarank_packed_sdpa", split), "sliced": ("lorarank_sliced_sdpa", sliced)}
+DTYPES = {"base": None, "fp32": torch.float32}  # None: the dtype of the base's activations
+IMPLEMENTATIONS = {kind: (name, per_example(attend)) for kind, (name, attend) in ATTEND.items()}
+IN_FP32 = {kind: (f"{name}_fp32", per_example(attend, torch.float32)) for kind, (name, attend) in ATTEND.items()}
+NAMES = {name: kind for table in (IMPLEMENTATIONS, IN_FP32) for kind, (name, _) in table.items()}
 
 
 def _implementation(model) -> str | None:
     return getattr(getattr(model, "config", None), "_attn_implementation", None)
 
 
-def use(model, kind: str) -> None:
+def use(model, kind: str, dtype: str = "base") -> None:
     """Switch a model that runs transformers' SDPA (or one of ours) to `kind`: split, sliced or masked
-    (SDPA itself). Other implementations (eager, flash, remote code) are left alone."""
+    (SDPA itself), per-example SDPA in `dtype` (DTYPES). Other implementations (eager, flash, remote
+    code) are left alone."""
     if _implementation(model) not in (SDPA, *NAMES):
         return
     if kind == "masked":
@@ -85,7 +95,7 @@ def use(model, kind: str) -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-    name, function = IMPLEMENTATIONS[kind]
+    name, function = (IN_FP32 if DTYPES[dtype] else IMPLEMENTATIONS)[kind]
     AttentionInterface.register(name, function)
     ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)  # the mask the fallback needs
     model.set_attn_implementation(name)

@@ -20,8 +20,17 @@ floating-point additions changes. Without it a SmolLM2-135M rank-8 step takes 1.
 
 Two backward layouts of the same maths: LAID_OUT (the default) and PLAIN (the baseline it is
 measured against). A layer is fused only when it is plain LoRA: one active adapter, not merged, no
-DoRA or other variant, no LoRA bias, a frozen nn.Linear base of the adapter's dtype, no autocast.
-Anything else runs PEFT's own forward, so QLoRA and CUDA runs are untouched.
+DoRA or other variant, no LoRA bias, a frozen nn.Linear base of x's dtype, adapters in that dtype or
+fp32, and autocast off or to the base's dtype. Anything else runs PEFT's own forward, so QLoRA runs
+are untouched.
+
+Mixed precision (a bf16 base with fp32 adapters, model.py): W x runs in the base's dtype, and the
+adapter products in the dtype ADAPTER_DTYPES names. `base`: A and B are cast to the base's dtype once
+per call (r x d values; autograd casts their gradients back to fp32), so no (tokens x d) tensor is
+converted, and the values are those of PEFT's modules under autocast, which cast A, B and x the same
+way. `fp32`: x (dropped out) and the gradient gy are converted to fp32 and the thin products run in
+fp32, as PEFT's modules compute without autocast; the update is rounded once into y and gx. On an
+fp32 base both are the fp32 maths above, bit for bit.
 """
 
 from __future__ import annotations
@@ -42,13 +51,13 @@ class LaidOut(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_a, lora_b, gamma: float, k: float, drop):
-        xd = x
+        xd = x.to(lora_a.dtype)  # x itself unless the adapter runs in another dtype than the base
         if drop is not None:
-            xd = x * k  # a fresh tensor: zeroing it in place leaves x alone
+            xd = xd * k  # a fresh tensor: zeroing it in place leaves x alone
             xd.view(-1).index_fill_(0, drop, 0.0)
         u = xd @ lora_a.t()  # (T, r)
         y = F.linear(x, weight, bias)
-        y.addmm_(u, lora_b.t(), alpha=gamma)
+        add_product(y, u, lora_b.t(), gamma)
         ctx.gamma, ctx.k = gamma, k
         ctx.save_for_backward(xd, weight, lora_a, lora_b, u, drop)
         return y
@@ -71,16 +80,26 @@ def _backward(ctx, gy, thin_products, add_masked):
     """gu, gB, gA and gx of the module docstring; the layouts of the thin products and of the masked
     term are the two choices a backward makes."""
     xd, weight, lora_a, lora_b, u, drop = ctx.saved_tensors
-    gu, g_b = thin_products(gy, lora_b, u, ctx.gamma)
-    g_a = gu.t() @ xd
-    gx = None
-    if ctx.needs_input_grad[0]:
-        gx = gy @ weight
-        if drop is None:
-            gx.addmm_(gu, lora_a)
-        else:
-            add_masked(gx, gu, lora_a, drop, ctx.k)
+    with torch.autocast(gy.device.type, enabled=False):  # the dtypes are the forward's, whoever calls backward
+        gu, g_b = thin_products(gy.to(u.dtype), lora_b, u, ctx.gamma)
+        g_a = gu.t() @ xd
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = gy @ weight
+            if drop is None:
+                add_product(gx, gu, lora_a, 1.0)
+            else:
+                add_masked(gx, gu, lora_a, drop, ctx.k)
     return gx, None, None, g_a, g_b, None, None, None
+
+
+def add_product(out, m1, m2, alpha: float) -> None:
+    """out += α · m1 m2 in place. With the adapter in fp32 on a half-precision base, the product is
+    formed in fp32 and rounded once as it is added."""
+    if m1.dtype == out.dtype:
+        out.addmm_(m1, m2, alpha=alpha)
+    else:
+        out.add_(m1 @ m2, alpha=alpha)
 
 
 def laid_out_products(gy, lora_b, u, gamma):
@@ -99,7 +118,7 @@ def add_masked_by_restore(gx, gu, lora_a, drop, k: float) -> None:
     gather and one scatter of ~p·T·d values instead of a masked T x d copy)."""
     flat = gx.view(-1)
     base_at_dropped = flat[drop]
-    gx.addmm_(gu, lora_a, alpha=k)
+    add_product(gx, gu, lora_a, k)
     flat[drop] = base_at_dropped
 
 
@@ -110,10 +129,12 @@ def add_masked_by_copy(gx, gu, lora_a, drop, k: float) -> None:
 
 
 LAYOUTS = {"laid_out": LaidOut, "plain": Plain}
+ADAPTER_DTYPES = {"base": None, "fp32": torch.float32}  # None: the base's dtype
 
 
 def fusable(layer, x: torch.Tensor) -> bool:
-    """Plain LoRA on a frozen nn.Linear, outside autocast: the only case the fused function computes."""
+    """Plain LoRA on a frozen nn.Linear of x's dtype, adapters in that dtype or fp32, no autocast or
+    autocast to that dtype: the only cases the fused function computes."""
     adapters = layer.active_adapters
     if layer.disable_adapters or layer.merged or len(adapters) != 1 or layer.lora_A.keys() != {adapters[0]}:
         return False
@@ -125,12 +146,14 @@ def fusable(layer, x: torch.Tensor) -> bool:
         and type(base) is nn.Linear
         and not base.weight.requires_grad
         and layer.lora_B[name].bias is None
-        and x.dtype == base.weight.dtype == layer.lora_A[name].weight.dtype
-        and not torch.is_autocast_enabled(x.device.type)
+        and x.dtype == base.weight.dtype
+        and layer.lora_A[name].weight.dtype == layer.lora_B[name].weight.dtype in (x.dtype, torch.float32)
+        and (not torch.is_autocast_enabled(x.device.type) or torch.get_autocast_dtype(x.device.type) == x.dtype)
     )
 
 
-def forward(self, x: torch.Tensor, *args, function: type[LaidOut] = LaidOut, **kwargs) -> torch.Tensor:
+def forward(self, x: torch.Tensor, *args, function: type[LaidOut] = LaidOut, adapter_dtype: str = "base",
+            **kwargs) -> torch.Tensor:
     """Forward of one PEFT lora.Linear: the fused function when it applies, PEFT's own otherwise."""
     if args or kwargs or not fusable(self, x):
         return type(self).forward(self, x, *args, **kwargs)
@@ -140,8 +163,10 @@ def forward(self, x: torch.Tensor, *args, function: type[LaidOut] = LaidOut, **k
     drop, k = None, 1.0
     if self.training and getattr(dropout, "p", 0.0) > 0:
         drop, k = dropout.drop_positions(x2.numel(), x2.device), dropout.scale
-    y = function.apply(x2, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                       self.scaling[name], k, drop)
+    compute = ADAPTER_DTYPES[adapter_dtype] or x.dtype
+    lora_a, lora_b = self.lora_A[name].weight.to(compute), self.lora_B[name].weight.to(compute)  # the params if same
+    with torch.autocast(x.device.type, enabled=False):  # every dtype is chosen here, not by autocast
+        y = function.apply(x2, base.weight, base.bias, lora_a, lora_b, self.scaling[name], k, drop)
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
@@ -151,14 +176,16 @@ def lora_layers(model) -> list[nn.Module]:
     return [m for m in model.modules() if type(m) is LoraLinear]
 
 
-def use(model, on: bool, layout: str = "laid_out") -> None:
+def use(model, on: bool, layout: str = "laid_out", adapter_dtype: str = "base") -> None:
     """Give every PEFT lora.Linear whose dropout is FastDropout (or none) the fused forward with the
-    backward `layout` (on), or PEFT's own forward back (off). The instance attribute shadows the class
-    method, so parameters, names and saved adapters stay PEFT's own."""
+    backward `layout` and the adapter products in `adapter_dtype` (on), or PEFT's own forward back
+    (off). The instance attribute shadows the class method, so parameters, names and saved adapters
+    stay PEFT's own."""
+    fused = functools.partial(forward, function=LAYOUTS[layout], adapter_dtype=adapter_dtype)
     for layer in lora_layers(model):
         layer.__dict__.pop("forward", None)
         if on and all(isinstance(d, (FastDropout, nn.Identity)) for d in layer.lora_dropout.values()):
-            layer.forward = types.MethodType(functools.partial(forward, function=LAYOUTS[layout]), layer)
+            layer.forward = types.MethodType(fused, layer)
 
 
 def fused_layers(model) -> int:
