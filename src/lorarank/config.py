@@ -45,8 +45,10 @@ class ModelConfig:
     trust_remote_code: bool = False
     """Run model code shipped with a hub repository. Off: remote code is arbitrary code."""
     dtype: str = "auto"
-    """Weights and compute dtype. `auto` is float32 on CPU (bf16 matmuls are slow there) and
-    bfloat16 on CUDA when the GPU supports it (float16 otherwise)."""
+    """The frozen base's dtype and autocast's; adapters and AdamW state stay float32. `auto` is
+    bfloat16 where the hardware multiplies it natively (a CPU with AMX or AVX512-BF16, a GPU that
+    supports it) and otherwise float32 on CPU (bf16 products are emulated, ~75x slower) or float16
+    on CUDA. An explicit value is always honoured."""
     load_in_4bit: bool = False
     """QLoRA: hold the frozen base in 4-bit NF4 with double quantization (bitsandbytes, CUDA only);
     adapters stay in higher precision. Cuts base-model memory about 4x (the original used it for 7B)."""
