@@ -46,7 +46,8 @@ def gemm_floor(config: str, runs: dict) -> dict:
 
     import torch
 
-    from lorarank.config import config_file, load_config
+    from lorarank.config import load_config
+    from lorarank.config_io import config_file
     from lorarank.data.format import prepare
     from lorarank.model import load_base
     from lorarank.train import eval_batch_size

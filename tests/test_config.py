@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lorarank.config import load_config, parse_override
+from lorarank.config import load_config
+from lorarank.config_io import parse_override
 from lorarank.errors import UserError
 
 
@@ -73,7 +74,7 @@ def test_bad_yaml(tmp_path):
 
 
 def test_every_preset_loads_by_name_and_the_default_is_cpu_default():
-    from lorarank.config import presets
+    from lorarank.config_io import presets
 
     assert set(presets()) == {"cpu-default", "tiny", "qwen0.5b-ranks", "original"}
     for name in presets():

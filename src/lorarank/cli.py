@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    from lorarank.config import parse_override
+    from lorarank.config_io import parse_override
 
     o: dict = {}
     for flag, key in (("model", "model.name"), ("dataset", "data.dataset"), ("ranks", "sweep.ranks"),
@@ -113,7 +113,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_presets(args) -> int:  # noqa: ARG001
-    from lorarank.config import DEFAULT_PRESET, presets
+    from lorarank.config_io import DEFAULT_PRESET, presets
 
     for name, path in presets().items():
         first = path.read_text().splitlines()[0].lstrip("# ")

@@ -11,18 +11,14 @@ fields it changes; presets ship inside the package (`presets/*.yaml`: cpu-defaul
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lorarank import config_io
 from lorarank.data.shapes import REQUIRED as RECORD_SHAPES
 from lorarank.errors import UserError
 
@@ -235,162 +231,16 @@ class Config:
         return dataclasses.asdict(self)
 
 
-_SECTION_TYPES = typing.get_type_hints(Config)
-
-
-def _field_hints(section: str) -> dict[str, Any]:
-    return typing.get_type_hints(_SECTION_TYPES[section])
-
-
-def all_keys() -> list[str]:
-    """Every valid dotted key, e.g. `train.max_steps`."""
-    return [f"{s}.{k}" for s in _SECTION_TYPES for k in _field_hints(s)]
-
-
-# ----------------------------------------------------------------------------------------------
-# type coercion: YAML and the CLI give strings, ints and lists; the dataclasses want exact types
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Return `value` converted to `hint`, or raise ValueError with a message naming `key`."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Union or origin is types.UnionType:  # Optional[X] and X | None
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _coerce(value, inner, key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        return [_coerce(v, args[0], key) for v in value]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        raise ValueError(f"{key} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML reads 1e-3 (no dot) as a string
-            except ValueError:
-                pass
-        raise ValueError(f"{key} must be a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ValueError(f"{key} must be a string, got {value!r}")
-    raise TypeError(f"unsupported config type {hint} for {key}")
-
-
-def _did_you_mean(key: str) -> str:
-    keys = all_keys()
-    # a bare field name ("learning_rates") is matched against the part after the dot
-    bare = {k.split(".", 1)[1]: k for k in keys}
-    if key in bare:
-        return f" (did you mean '{bare[key]}'?)"
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6) or [
-        bare[m] for m in difflib.get_close_matches(key.split(".")[-1], list(bare), n=1, cutoff=0.6)
-    ]
-    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(keys)})"
-
-
-def _apply(cfg: Config, key: str, value: Any, problems: list[str]) -> None:
-    section, _, name = key.partition(".")
-    if section not in _SECTION_TYPES or name not in _field_hints(section):
-        problems.append(f"unknown config key '{key}'{_did_you_mean(key)}")
-        return
-    try:
-        setattr(getattr(cfg, section), name, _coerce(value, _field_hints(section)[name], key))
-    except ValueError as exc:
-        problems.append(str(exc))
-
-
-def _flatten(doc: dict[str, Any], problems: list[str], source: str) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for section, body in doc.items():
-        if isinstance(body, dict):
-            for name, value in body.items():
-                flat[f"{section}.{name}"] = value
-        else:
-            problems.append(
-                f"{source}: top-level key '{section}' must hold a mapping of fields{_did_you_mean(str(section))}"
-                if section in _SECTION_TYPES
-                else f"{source}: unknown config key '{section}'{_did_you_mean(str(section))}"
-            )
-    return flat
-
-
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-DEFAULT_PRESET = "cpu-default"
-
-
-def presets() -> dict[str, Path]:
-    """Preset name -> its YAML file inside the package."""
-    return {p.stem: p for p in sorted(PRESETS_DIR.glob("*.yaml"))}
-
-
-def config_file(name_or_path: str | Path | None) -> Path:
-    """The YAML behind `--config`: an existing file, else a preset name (`cpu-default`, `tiny`, ...;
-    `cpu_default` works too); None means the default preset."""
-    if name_or_path is None:
-        return presets()[DEFAULT_PRESET]
-    p = Path(name_or_path).expanduser()
-    if p.is_file():
-        return p
-    name = str(name_or_path).removesuffix(".yaml").replace("_", "-")
-    if name in presets():  # a bare name, never a path
-        return presets()[name]
-    raise UserError(f"config file not found: {p} (pass an existing YAML file or a preset: "
-                    f"{', '.join(presets())})")
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise UserError(f"config file {p} is not valid YAML{where}: fix its syntax") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"config file {p} must hold a mapping of sections (model:, data:, ...), got {type(doc).__name__}")
-    return doc
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`train.learning_rate=1e-3` -> ("train.learning_rate", 0.001); values are parsed as YAML."""
-    if "=" not in text:
-        raise UserError(f"override '{text}' must look like section.key=value, e.g. train.max_steps=20")
-    key, _, raw = text.partition("=")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    if isinstance(value, dict):  # no field takes a mapping: "a: b" in a value is plain text
-        value = raw
-    return key.strip(), value
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Defaults <- YAML file or preset (None: the cpu-default preset) <- overrides (dotted keys);
     validated once, every problem reported together."""
     problems: list[str] = []
     cfg = Config()
-    source = config_file(path)
-    for key, value in _flatten(read_yaml(source), problems, str(source)).items():
-        _apply(cfg, key, value, problems)
+    source = config_io.config_file(path)
+    for key, value in config_io.flatten(config_io.read_yaml(source), cfg, problems, str(source)).items():
+        config_io.apply(cfg, key, value, problems)
     for key, value in (overrides or {}).items():
-        _apply(cfg, key, value, problems)
+        config_io.apply(cfg, key, value, problems)
     problems += validate(cfg)
     if problems:
         raise UserError("\n".join(problems))
