@@ -4,8 +4,9 @@ Every field has a default and a docstring saying why it exists: these defaults a
 experiment's settings, the base that every YAML file and preset overrides. A YAML file only needs the
 fields it changes; presets ship inside the package (`presets/*.yaml`: cpu-default, the sweep that
 `lorarank run` runs when no --config is given, from any directory; tiny; qwen0.5b-ranks; original).
-`key=value` overrides on the command line use dotted names, e.g. `train.learning_rate=1e-3`. `load_config` validates everything once and raises a single
-`UserError` listing every problem, with a "did you mean" for unknown keys.
+`key=value` overrides on the command line use dotted names, e.g. `train.learning_rate=1e-3`.
+`load_config` validates everything once and raises a single `UserError` listing every problem, with a
+"did you mean" for unknown keys (the reading itself is config_io.py).
 """
 
 from __future__ import annotations
