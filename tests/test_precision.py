@@ -12,11 +12,12 @@ import json
 import pytest
 import torch
 
-from lorarank import fastpath, lora
+from lorarank import env, fastpath, lora
 from lorarank.builtin_models import tiny_random_model
 from lorarank.config import ALL_PROJECTIONS, DataConfig, ModelConfig, TrainConfig
 from lorarank.data.format import prepare
 from lorarank.model import load_base, resolve_dtype
+from lorarank.report.markdown import setup_table
 from lorarank.train import collate_packed, completion_loss, train
 
 from conftest import TINY_ARGS, run_cli
@@ -150,7 +151,7 @@ def test_bf16_training_follows_fp32_losses():
 
 def test_cli_bf16_run_matches_the_fp32_sweep(tiny_sweep, tmp_path):
     """`model.dtype=bfloat16` through the CLI on the tiny preset: the rank-4 trial's losses within the
-    tolerance of the fp32 sweep's, and the report says which precision ran."""
+    tolerance of the fp32 sweep's; the report says which precision ran, and on which CPU."""
     out = tmp_path / "bf16"
     assert run_cli("run", *TINY_ARGS, "--output-dir", str(out), "--ranks", "4", "model.dtype=bfloat16") == 0
     ours = json.loads((out / "rank_4" / "run_data.json").read_text())
@@ -158,4 +159,9 @@ def test_cli_bf16_run_matches_the_fp32_sweep(tiny_sweep, tmp_path):
     assert ours["config"]["model"]["dtype"] == "bfloat16" and fp32["config"]["model"]["dtype"] == "auto"
     assert relative_difference(ours["eval_losses"], fp32["eval_losses"]) < LOSS_TOLERANCE
     assert relative_difference(ours["train_losses"], fp32["train_losses"]) < LOSS_TOLERANCE
-    assert "| Model | `tiny-random` (bfloat16) |" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    cpu = env.cpu_capability()
+    assert "| Model | `tiny-random` (bfloat16) |" in readme and f"; CPU {cpu['capability']}, bf16 units: " in readme
+    sweep = json.loads((tiny_sweep / "sweep.json").read_text())  # `auto`, with the dtype it resolved to
+    resolved = dict(sweep, environment={**sweep["environment"], "compute_dtype": "float32"})
+    assert "| Model | `tiny-random` (auto: float32) |" in setup_table(resolved)

@@ -274,12 +274,17 @@ def setup_table(sweep: dict) -> list[str]:
     inv = sweep.get("invocations", [])
     wall = sweep.get("sweep_wall_time_seconds")
     train = cfg["train"]
+    environment = sweep.get("environment", {})
+    dtype = cfg["model"]["dtype"]
+    used = environment.get("compute_dtype", dtype)  # the precision `auto` resolved to
+    cpu = environment.get("cpu")
+    bf16_units = [unit for key, unit in (("amx_tile", "AMX"), ("avx512_bf16", "AVX512-BF16")) if cpu and cpu[key]]
     return [
         "## Setup",
         "",
         "| | |",
         "|---|---|",
-        f"| Model | `{cfg['model']['name']}` ({cfg['model']['dtype']}) |",
+        f"| Model | `{cfg['model']['name']}` ({dtype if used == dtype else f'{dtype}: {used}'}) |",
         f"| Dataset | `{cfg['data']['dataset']}`: {sweep['data']['n_train']} train / {sweep['data']['n_eval']} eval "
         f"examples, {sweep['data']['prompt_format']} format, loss on response tokens only |",
         f"| LoRA | targets {', '.join(cfg['lora']['target_modules'])}; dropout {cfg['lora']['dropout']:g}; "
@@ -290,7 +295,8 @@ def setup_table(sweep: dict) -> list[str]:
         f"batch {train['batch_size']} × accumulation {train['grad_accum']}, "
         + (f"{train['max_steps']} steps" if train['max_steps'] else f"{train['epochs']:g} epoch(s)")
         + f", grad clip {train['max_grad_norm']:g} |",
-        f"| Device | {sweep.get('environment', {}).get('device', 'n/a')} |",
+        f"| Device | {environment.get('device', 'n/a')}"
+        + (f"; CPU {cpu['capability']}, bf16 units: {', '.join(bf16_units) or 'none'}" if cpu else "") + " |",
         f"| Sweep wall time | {wall:.0f} s over {len(inv)} invocation(s), including model load, data, "
         "evaluation and this report |" if wall else "| Sweep wall time | n/a |",
         "",
