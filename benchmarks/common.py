@@ -1,5 +1,6 @@
 """What the benchmarks share: loading the model and the records, one training step, a leg of
-lorarank's loop in a fresh process, the GEMM ceiling, and how results describe the machine.
+lorarank's loop in a fresh process, the matmul peaks and the GEMM ceiling of each precision, and how
+results describe the machine.
 
 Run every benchmark from the repository root as `python benchmarks/<name>.py`: the package is
 installed (editable), and a script's own directory is on sys.path, so `from common import ...` works.
@@ -25,6 +26,16 @@ from lorarank import cost, env, lora
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CPU = torch.device("cpu")
+DTYPES = ("float32", "bfloat16")  # lorarank's model.dtype in the benchmarks' legs
+# products of a SmolLM2-135M training step: the MLP's up/gate projection at a micro-batch of ~200
+# tokens, and an attention projection at ~400 (m x k)·(k x n)
+STEP_SHAPES = ((200, 576, 1536), (400, 576, 576))
+
+
+def default_dtypes() -> list[str]:
+    """Both precisions where the CPU multiplies bf16 natively; fp32 alone where bf16 is emulated
+    (a bf16 SmolLM2 trial would take hours there)."""
+    return list(DTYPES) if env.bf16_units(env.cpu_capability()) else ["float32"]
 
 
 def relative(path: str | Path) -> str:
@@ -49,12 +60,12 @@ def records(n: int, seed: int):
     return suite.generate(n, seed=seed)
 
 
-def load(args):
-    """(frozen base, tokenizer) of args.model in float32 on the CPU, as lorarank loads it."""
+def load(args, dtype: str = "float32"):
+    """(frozen base, tokenizer) of args.model in `dtype` on the CPU, as lorarank loads it."""
     from lorarank.config import ModelConfig
     from lorarank.model import load_base
 
-    return load_base(ModelConfig(name=args.model, dtype="float32"), CPU)
+    return load_base(ModelConfig(name=args.model, dtype=dtype), CPU)
 
 
 def examples(args, tok):
@@ -101,12 +112,13 @@ class Step:
 
 
 def leg_lorarank(args, queue) -> None:
-    """One trial of lorarank's loop on args.records records (constant LR, one micro-batch per step)."""
+    """One trial of lorarank's loop on args.records records (constant LR, one micro-batch per step),
+    the base in args.dtype."""
     torch.set_num_threads(args.threads)
     from lorarank.config import TrainConfig
     from lorarank.train import train
 
-    base, tok = load(args)
+    base, tok = load(args, args.dtype)
     exs = examples(args, tok)
     shape = cost.Shape.of(base, TARGETS)
     model = lora.attach(base, args.rank, lora.scaling_for(args.rank, args.alpha, "constant"), args.dropout,
@@ -138,15 +150,16 @@ def run_leg(fn, args) -> dict:
 
 
 def gemm_rate(model, tokens: int, rounds: int = 3) -> float:
-    """FLOP/s of the frozen model's own products at a step's shape, nothing else: for every decoder
-    projection W (d_out x d_in), in model order (so each weight comes in cold, as in a step), the
-    forward x Wᵀ and the input gradient gy W with `tokens` rows. Median of `rounds` passes. A loop
-    that did only these products would train at rate / cost.frozen_train_flops_per_token(shape, 0)
-    tokens/s (the decoder body, no LM head): an upper bound for any trainer on these shapes."""
+    """FLOP/s of the frozen model's own products at a step's shape, in its weights' dtype, nothing
+    else: for every decoder projection W (d_out x d_in), in model order (so each weight comes in cold,
+    as in a step), the forward x Wᵀ and the input gradient gy W with `tokens` rows. Median of `rounds`
+    passes. A loop that did only these products would train at rate /
+    cost.frozen_train_flops_per_token(shape, 0) tokens/s (the decoder body, no LM head): an upper
+    bound for any trainer on these shapes."""
     head = model.get_output_embeddings().weight
     weights = [m.weight.detach() for m in model.modules() if isinstance(m, nn.Linear) and m.weight is not head]
-    xs = {w.shape[1]: torch.randn(tokens, w.shape[1]) for w in weights}
-    gys = {w.shape[0]: torch.randn(tokens, w.shape[0]) for w in weights}
+    xs = {w.shape[1]: torch.randn(tokens, w.shape[1]).to(w.dtype) for w in weights}
+    gys = {w.shape[0]: torch.randn(tokens, w.shape[0]).to(w.dtype) for w in weights}
     body = cost.Shape(body=sum(w.numel() for w in weights), head=0, params_per_rank=0)
     flops = tokens * cost.frozen_train_flops_per_token(body, head_share=0.0)
     times = []
@@ -158,3 +171,43 @@ def gemm_rate(model, tokens: int, rounds: int = 3) -> float:
                 gys[w.shape[0]] @ w
             times.append(time.perf_counter() - t0)
     return flops / statistics.median(times[1:])
+
+
+def matmul_rate(m: int, k: int, n: int, dtype: torch.dtype, seconds: float) -> float:
+    """FLOP/s of (m x k)·(k x n) in `dtype`: as many products as fit in `seconds` after one warm-up,
+    or the warm-up alone when it takes that long (emulated bf16 runs ~75x slower than fp32)."""
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    t0 = time.perf_counter()
+    a @ b
+    elapsed, reps = time.perf_counter() - t0, 1
+    if elapsed < seconds:
+        reps, t0 = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < seconds:
+            a @ b
+            reps += 1
+    return cost.matmul_flops(m, k, n) * reps / elapsed
+
+
+def matmul_peaks(threads: int, dtypes, seconds: float = 3.0) -> dict:
+    """Per precision (a model.dtype name): the GEMM rates at square sizes 512 to 2048 (stopping once
+    one product takes seconds/4) and at a training step's STEP_SHAPES (what the products alone reach
+    there), and `peak_flops`, the best of them, which MFU is measured against."""
+    torch.set_num_threads(threads)
+    out = {}
+    for name in dtypes:
+        dtype = getattr(torch, name)
+        squares = {}
+        for n in (512, 1024, 1536, 2048):
+            squares[n] = matmul_rate(n, n, n, dtype, seconds / 4)
+            if cost.matmul_flops(n, n, n) / squares[n] > seconds / 4:
+                break
+        steps = {"x".join(map(str, shape)): matmul_rate(*shape, dtype, seconds / 8) for shape in STEP_SHAPES}
+        out[name] = {"peak_flops": max(*squares.values(), *steps.values()),
+                     "square_flops": {str(n): r for n, r in squares.items()}, "step_shape_flops": steps}
+    return out
+
+
+def print_peaks(peaks: dict) -> None:
+    for name, p in peaks.items():
+        shapes = ", ".join(f"{s}: {r / 1e9:.1f}" for s, r in p["step_shape_flops"].items())
+        print(f"{name} matmul peak {p['peak_flops'] / 1e9:.1f} GFLOP/s; at a step's shapes (m x k x n) {shapes} GFLOP/s")

@@ -8,8 +8,14 @@ robust to drift. Reported: the median ratio and its quartiles per lever. The CPU
 through lorarank.fastpath (each "off" is one of its named settings); fused AdamW and packing are
 switched here, as train.py makes those choices.
 
+`--dtype bfloat16` (the default on a CPU with bf16 units) measures every lever on a bf16 base with
+fp32 adapters, plus the two choices that exist only there: the fused layer's adapter products and
+per-example SDPA in the base's dtype (the default) against fp32. A ratio below 1 says fp32 is faster
+on this machine.
+
     python benchmarks/levers.py                   # SmolLM2-135M, rank 8, batch 4; writes benchmarks/results/levers.json
-    python benchmarks/levers.py --steps 2 --records 16 --out /tmp/levers.json   # a functional check
+    python benchmarks/levers.py --dtype float32   # the fp32 base on a CPU with bf16 units
+    python benchmarks/levers.py --model tiny-random --steps 2 --records 16 --threads 1 --out /tmp/levers.json   # a functional check
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from common import CPU, TARGETS, Step, examples, load, machine, relative
+from common import CPU, TARGETS, Step, default_dtypes, examples, load, machine, relative
 
 from lorarank import fastpath, lora
 from lorarank.fastpath import FAST
@@ -37,14 +43,20 @@ FASTPATH_LEVERS = {
     "per-example attention by split + enable_gqa (vs slices + repeated kv)": replace(FAST, attention="sliced"),
     "per-example attention (vs the block-diagonal mask)": replace(FAST, attention="masked"),
 }
+# on a half-precision base only (no-ops in fp32)
+HALF_PRECISION_LEVERS = {
+    "fused layer's adapter products in the base's dtype (vs fp32)": replace(FAST, adapter_dtype="fp32"),
+    "per-example SDPA in the base's dtype (vs fp32)": replace(FAST, attention_dtype="fp32"),
+}
 FUSED_ADAM = "fused AdamW (vs one tensor at a time)"
 PACKED = "packed rows (vs right-padded batches)"
 
 
-def switches(model, step: Step) -> dict:
+def switches(model, step: Step, dtype: str) -> dict:
     """lever -> (switch off, switch back on); each lever is switched off alone."""
+    levers = {**FASTPATH_LEVERS, **(HALF_PRECISION_LEVERS if dtype != "float32" else {})}
     out = {name: (lambda off=off: fastpath.enable(model, off), lambda: fastpath.enable(model, FAST))
-           for name, off in FASTPATH_LEVERS.items()}
+           for name, off in levers.items()}
     out[FUSED_ADAM] = (lambda: setattr(step, "fused_adam", False), lambda: setattr(step, "fused_adam", True))
     return out
 
@@ -52,6 +64,8 @@ def switches(model, step: Step) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=default_dtypes()[-1],
+                   help="the base's model.dtype (default: bfloat16 on a CPU with bf16 units, else float32)")
     p.add_argument("--records", type=int, default=128)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--batch", type=int, default=4)
@@ -63,7 +77,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     args.seed, args.max_length = 42, 256
-    base, tok = load(args)
+    base, tok = load(args, args.dtype)
     exs = examples(args, tok)
     model = lora.attach(base, args.rank, lora.scaling_for(args.rank, 16.0, "constant"), 0.05, TARGETS, args.seed)
     model.train()
@@ -86,7 +100,7 @@ def main(argv=None) -> int:
             ratios.append(times["off"] / times["on"])
         return ratios
 
-    results = {name: interleaved(off, on, packed) for name, (off, on) in switches(model, step).items()
+    results = {name: interleaved(off, on, packed) for name, (off, on) in switches(model, step, args.dtype).items()
                if args.only in name}
     if args.only in PACKED:
         results[PACKED] = interleaved(lambda: None, lambda: None, padded)

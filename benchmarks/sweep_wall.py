@@ -1,18 +1,19 @@
-"""Sweep wall time: the default 4-rank sweep in lorarank vs the peer stack run once per rank.
+"""Sweep wall time: the default 4-rank sweep in lorarank, in each precision, vs the peer stack run once per rank.
 
-lorarank: one `lorarank run` process (the cpu-default preset) (model loaded once, data
-tokenized once, every trial evaluated, scored for task accuracy and analysed, report written).
-Peer: `benchmarks/peer.py` once per rank in a fresh process, as the original experiment did (its own
-imports, model load, tokenization, training, evaluation every eval_every steps and at the end,
-adapter save). Same config, same steps, same data. Wall clock of whole processes.
+lorarank: one `lorarank run` process (the cpu-default preset) per `--dtype` (`model.dtype=...`: model
+loaded once, data tokenized once, every trial evaluated, scored for task accuracy and analysed, report
+written). Peer: `benchmarks/peer.py` once per rank in a fresh process, as the original experiment did
+(its own imports, model load, tokenization, training, evaluation every eval_every steps and at the
+end, adapter save), in each configuration of those precisions (peer.PRECISIONS). Same config, same
+steps, same data. Wall clock of whole processes; the machine's matmul peaks and CPU capability recorded.
 
-Also the floor: the least time lorarank's training and evaluation could take here, all their model FLOPs
-(cost.py, LM head on the completion positions the loop computes) at the rate the frozen products alone
-reach at the same shapes (common.gemm_rate), everything else free.
+Also the floor per precision: the least time lorarank's training and evaluation could take here, all
+their model FLOPs (cost.py, LM head on the completion positions the loop computes) at the rate the
+frozen products alone reach in that precision at the same shapes (common.gemm_rate), everything else free.
 
     python benchmarks/sweep_wall.py                        # writes benchmarks/results/sweep_wall.json
-    python benchmarks/sweep_wall.py --floor-only           # (re)computes the floor of a recorded run
-    python benchmarks/sweep_wall.py --config tiny --out /tmp/sweep_wall.json   # a functional check
+    python benchmarks/sweep_wall.py --floor-only           # (re)computes the floors of a recorded run
+    python benchmarks/sweep_wall.py --config tiny --dtype float32 bfloat16 --out /tmp/sweep_wall.json   # a functional check
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, from_root, gemm_rate, machine, relative
+from common import ROOT, default_dtypes, from_root, gemm_rate, machine, matmul_peaks, relative
 
 from lorarank import cost
 
@@ -37,23 +38,24 @@ def timed(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def gemm_floor(config: str, runs: dict) -> dict:
+def gemm_floor(config: str, runs: dict, dtype: str) -> dict:
     """Seconds the sweep's training and evaluation need if all their model FLOPs (frozen products,
     LoRA products and the LM head on response positions, as the loop computes them) ran at the rate
-    the frozen products reach alone at the same shapes. A lower bound: attention, norms, the optimizer,
-    decoding, loading and the report are taken as free, and the thin LoRA products as fast as big ones."""
+    the frozen products reach alone in `dtype` at the same shapes. A lower bound: attention, norms, the
+    optimizer, decoding, loading and the report are taken as free, and the thin LoRA products as fast
+    as big ones."""
+    import dataclasses
     import math
 
     import torch
 
     from lorarank.config import load_config
-    from lorarank.config_io import config_file
     from lorarank.data.format import prepare
     from lorarank.model import load_base
     from lorarank.train import eval_batch_size
 
     cfg = load_config(config)
-    base, tok = load_base(cfg.model, torch.device("cpu"))
+    base, tok = load_base(dataclasses.replace(cfg.model, dtype=dtype), torch.device("cpu"))
     data = prepare(cfg.data, tok)
     shape = cost.Shape.from_run_data(next(iter(runs.values())))
     eval_tokens = sum(len(e.input_ids) for e in data.eval)
@@ -75,60 +77,80 @@ def gemm_floor(config: str, runs: dict) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="cpu-default", help="a preset name or a YAML file")
+    p.add_argument("--dtype", dest="dtypes", nargs="+", choices=("float32", "bfloat16"), default=default_dtypes(),
+                   help="lorarank's model.dtype per sweep (default: both on a CPU with bf16 units, else float32)")
     p.add_argument("--out", default="benchmarks/results/sweep_wall.json")
-    p.add_argument("--floor-only", action="store_true", help="add the floor to the run recorded in --out")
+    p.add_argument("--floor-only", action="store_true", help="add the floors to the run recorded in --out")
     args = p.parse_args(argv)
+    from peer import FOR_DTYPE
+
     from lorarank.config import load_config
+    from lorarank.config_io import config_file
 
     if args.floor_only:
         report = json.loads(Path(args.out).read_text())
-        runs = json.loads((from_root(report["workdir"]) / "lorarank" / "all_results.json").read_text())
-        report["floor"] = gemm_floor(str(from_root(report["config"])), runs)
+        for dtype, ours in report["lorarank"].items():
+            runs = json.loads((from_root(report["workdir"]) / f"lorarank_{dtype}" / "all_results.json").read_text())
+            ours["floor"] = gemm_floor(str(from_root(report["config"])), runs, dtype)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-        print_floor(report)
+        print_floors(report)
         return 0
 
     config = str(config_file(args.config))  # a preset name or a file, as an absolute path
     ranks = load_config(config).sweep.ranks
     (ROOT / "outputs" / "benchmarks").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="sweep-wall-", dir=ROOT / "outputs" / "benchmarks"))
-    py = sys.executable
-    ours = timed([py, "-m", "lorarank", "run", "--config", config, "--output-dir", str(work / "lorarank"),
-                  "--no-progress"], work / "lorarank.log")
-    peer = {}
-    for r in ranks:
-        peer[r] = timed([py, str(ROOT / "benchmarks" / "peer.py"), "--config", config, "--rank", str(r),
-                         "--out", str(work / f"peer_rank_{r}")], work / f"peer_{r}.log")
-    per_rank = {r: json.loads((work / f"peer_rank_{r}" / "peer.json").read_text()) for r in ranks}
-    ours_runs = json.loads((work / "lorarank" / "all_results.json").read_text())
-    report = {
-        "machine": machine(),
-        "config": relative(config), "ranks": ranks,
-        "lorarank_wall_seconds": ours, "peer_wall_seconds": sum(peer.values()),
-        "speedup": sum(peer.values()) / ours,
-        "peer_per_rank": {str(r): {"wall_seconds": peer[r], **per_rank[r]} for r in ranks},
-        "lorarank_per_rank": {k: {"training_time_seconds": v["training_time_seconds"],
-                                  "final_eval_loss": v["final_eval_loss"]} for k, v in ours_runs.items()},
-        "workdir": relative(work),
-    }
-    report["floor"] = gemm_floor(config, ours_runs)
+    here = machine()
+    report = {"machine": {**here, "matmul": matmul_peaks(here["threads"], args.dtypes)},
+              "config": relative(config), "ranks": ranks, "workdir": relative(work),
+              "lorarank": {d: lorarank_sweep(config, d, work) for d in args.dtypes},
+              "peer": {c: peer_sweep(config, c, ranks, work) for d in args.dtypes for c in FOR_DTYPE[d]}}
+    best_peer = min(v["wall_seconds"] for v in report["peer"].values())
+    report["speedups"] = {f"lorarank_{d}_over_best_peer": best_peer / v["wall_seconds"] for d, v in report["lorarank"].items()}
+    if len(report["lorarank"]) == 2:
+        report["speedups"]["lorarank_bfloat16_over_lorarank_float32"] = (report["lorarank"]["float32"]["wall_seconds"]
+                                                                         / report["lorarank"]["bfloat16"]["wall_seconds"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"lorarank {ours:.0f} s vs peer {sum(peer.values()):.0f} s ({len(ranks)} processes): "
-          f"{report['speedup']:.2f}x; wrote {args.out}")
-    for r in ranks:
-        print(f"  rank {r}: peer {peer[r]:.0f} s (train {per_rank[r]['train_seconds']:.0f} s, eval loss "
-              f"{per_rank[r]['final_eval_loss']:.4f}); lorarank train {ours_runs[str(r)]['training_time_seconds']:.0f} s, "
-              f"eval loss {ours_runs[str(r)]['final_eval_loss']:.4f}")
-    print_floor(report)
+    for d, ours in report["lorarank"].items():
+        print(f"lorarank {d}: {ours['wall_seconds']:.0f} s; final eval loss per rank "
+              + ", ".join(f"r{r} {v['final_eval_loss']:.4f}" for r, v in ours["per_rank"].items()))
+    for c, peer in report["peer"].items():
+        print(f"peer {c}: {peer['wall_seconds']:.0f} s ({len(ranks)} processes); final eval loss per rank "
+              + ", ".join(f"r{r} {v['final_eval_loss']:.4f}" for r, v in peer["per_rank"].items()))
+    print("; ".join(f"{k} {v:.2f}x" for k, v in report["speedups"].items()) + f"; wrote {args.out}")
+    print_floors(report)
     return 0
 
 
-def print_floor(report: dict) -> None:
-    f = report["floor"]
-    print(f"floor: the sweep's training and eval model FLOPs, at {f['gemm_flops_train_shape'] / 1e9:.0f} / "
-          f"{f['gemm_flops_eval_shape'] / 1e9:.0f} GFLOP/s (train / eval shapes), take {f['seconds']:.0f} s; "
-          f"3x the peer would need the whole sweep in {report['peer_wall_seconds'] / 3:.0f} s")
+def lorarank_sweep(config: str, dtype: str, work: Path) -> dict:
+    """One `lorarank run` of the config with model.dtype=`dtype`: wall time, per-rank results, floor."""
+    out = work / f"lorarank_{dtype}"
+    wall = timed([sys.executable, "-m", "lorarank", "run", "--config", config, "--output-dir", str(out), "--no-progress",
+                  f"model.dtype={dtype}"], work / f"lorarank_{dtype}.log")
+    runs = json.loads((out / "all_results.json").read_text())
+    return {"wall_seconds": wall, "floor": gemm_floor(config, runs, dtype),
+            "per_rank": {k: {"training_time_seconds": v["training_time_seconds"], "final_eval_loss": v["final_eval_loss"]}
+                         for k, v in runs.items()}}
+
+
+def peer_sweep(config: str, precision: str, ranks: list[int], work: Path) -> dict:
+    """peer.py once per rank in `precision`: the summed wall time, and each rank's own report."""
+    per_rank = {}
+    for r in ranks:
+        out = work / f"peer_{precision}_rank_{r}"
+        wall = timed([sys.executable, str(ROOT / "benchmarks" / "peer.py"), "--config", config, "--rank", str(r),
+                      "--precision", precision, "--out", str(out)], work / f"peer_{precision}_{r}.log")
+        per_rank[str(r)] = {"wall_seconds": wall, **json.loads((out / "peer.json").read_text())}
+    return {"wall_seconds": sum(v["wall_seconds"] for v in per_rank.values()), "per_rank": per_rank}
+
+
+def print_floors(report: dict) -> None:
+    for dtype, ours in report["lorarank"].items():
+        f = ours["floor"]
+        print(f"floor ({dtype}): the sweep's training and eval model FLOPs, at {f['gemm_flops_train_shape'] / 1e9:.0f} / "
+              f"{f['gemm_flops_eval_shape'] / 1e9:.0f} GFLOP/s (train / eval shapes), take {f['seconds']:.0f} s; "
+              f"the sweep took {ours['wall_seconds']:.0f} s")
 
 
 if __name__ == "__main__":
