@@ -66,6 +66,14 @@ def test_bad_input_one_line_exit_2(case, tmp_path, capsys, monkeypatch):
     assert len(lines) == 1, err
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in err
+    assert not out_dir.exists() or not (out_dir / "sweep.json").exists()  # nothing recorded for a bad run
+
+
+def test_bad_data_leaves_no_output_directory(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": []}\n')
+    assert run_cli("run", *TINY_ARGS, "--dataset", str(bad), "--output-dir", str(tmp_path / "new")) == 2
+    assert "messages" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
 def test_results_on_disk_survive_bad_input(tiny_sweep, tmp_path, capsys):
@@ -81,6 +89,20 @@ def test_changed_config_in_same_dir_is_refused(tiny_sweep, capsys):
     code = run_cli("run", *TINY_ARGS, "--output-dir", str(tiny_sweep), "train.batch_size=2")
     err = capsys.readouterr().err
     assert code == 2 and "different config (changed: train.batch_size)" in err and "new --output-dir" in err
+
+
+def test_a_directory_from_an_earlier_version_is_refused_with_the_reason(tiny_sweep, tmp_path, capsys):
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_sweep, old)
+    sweep = json.loads((old / "sweep.json").read_text())
+    del sweep["fixed_config"]["eval"]  # as written before the eval section existed
+    sweep["fingerprint"] = "older"
+    (old / "sweep.json").write_text(json.dumps(sweep))
+    assert run_cli("run", *TINY_ARGS, "--output-dir", str(old)) == 2
+    assert "written by an earlier lorarank, whose config had no eval" in capsys.readouterr().err
 
 
 def test_real_process_exit_code(tmp_path):

@@ -102,6 +102,15 @@ class SweepOutcome:
         return [t.name.removeprefix("rank_") for t in self.analysis.not_ok] if self.analysis else []
 
 
+def check_data(cfg: Config) -> None:
+    """Read and check every record before anything is written: bad data never leaves an empty
+    output directory behind. (Tokenizing needs the model's tokenizer and happens in the runner.)"""
+    from lorarank.data.records import load_eval, load_train
+
+    load_train(cfg.data)
+    load_eval(cfg.data)
+
+
 def prepare_output_dir(cfg: Config) -> Path:
     """Create the output dir, check it is writable, and refuse to mix a different config into it."""
     out = Path(cfg.sweep.output_dir).expanduser()
@@ -114,12 +123,24 @@ def prepare_output_dir(cfg: Config) -> Path:
     if sweep_file.is_file():
         previous = store.read_json(sweep_file)
         if previous.get("fingerprint") != config_hash(fixed_config(cfg)):
-            changed = _changed_keys(previous.get("fixed_config", {}), fixed_config(cfg))
+            old = previous.get("fixed_config", {})
+            changed = _changed_keys(old, fixed_config(cfg))
+            newer = [k for k in changed if _missing(old, k)]
+            why = (f"written by an earlier lorarank, whose config had no {', '.join(newer)}" if newer else
+                   f"changed: {', '.join(changed) or 'unknown'}")
             raise UserError(
-                f"{out} holds a sweep with a different config (changed: {', '.join(changed) or 'unknown'}); "
+                f"{out} holds a sweep with a different config ({why}); "
                 "results of different configs are never mixed: pass a new --output-dir, or delete that directory"
             )
     return out
+
+
+def _missing(doc: dict, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return True
+        doc = doc[part]
+    return False
 
 
 def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -139,6 +160,7 @@ def run_sweep(cfg: Config, progress: bool = True) -> SweepOutcome:
     from lorarank.trackers import Trackers
 
     start = time.perf_counter()
+    check_data(cfg)
     out = prepare_output_dir(cfg)
     recorded = store.recorded_trials(out)
     trials = place(expand(cfg), recorded)

@@ -155,7 +155,8 @@ def build_run_data(trial: Trial, trial_config: dict, scaling: lora.Scaling | Non
         "tokens_per_second": res.tokens_trained / res.training_time_seconds if res.training_time_seconds else None,
         "peak_memory_bytes": env.peak_memory(device),
         "data": {"fingerprint": data.fingerprint, "n_train": len(data.train), "n_eval": len(data.eval),
-                 "prompt_format": data.prompt_format, "dropped_too_long": data.dropped_too_long},
+                 "prompt_format": data.prompt_format, "dropped_too_long": data.dropped_too_long,
+                 "record_format": data.record_format, "eval_source": data.eval_source},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": env.describe(device),
         "writer": {"pid": os.getpid(), "host": platform.node()},  # the one process that trained it

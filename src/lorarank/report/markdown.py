@@ -269,6 +269,15 @@ def caveats(sweep: dict, pol: PolicySummary) -> list[str]:
     return out
 
 
+def _data_format(data: dict) -> str:
+    """'alpaca records, chat template, loss on the response (output)'; older sweep.json files lack the
+    record format and say what they trained on as then: response tokens."""
+    rendered = f"{data['prompt_format']} template" if data["prompt_format"] == "chat" else f"{data['prompt_format']} format"
+    if "record_format" not in data:
+        return f"{rendered}, loss on response tokens only"
+    return f"{data['record_format']} records, {rendered}, loss on {data['trained_on']}"
+
+
 def setup_table(sweep: dict) -> list[str]:
     cfg = sweep["config"]
     inv = sweep.get("invocations", [])
@@ -286,7 +295,8 @@ def setup_table(sweep: dict) -> list[str]:
         "|---|---|",
         f"| Model | `{cfg['model']['name']}` ({dtype if used == dtype else f'{dtype}: {used}'}) |",
         f"| Dataset | `{cfg['data']['dataset']}`: {sweep['data']['n_train']} train / {sweep['data']['n_eval']} eval "
-        f"examples, {sweep['data']['prompt_format']} format, loss on response tokens only |",
+        f"examples, {_data_format(sweep['data'])} |",
+        f"| Eval set | {sweep['data'].get('eval_source') or 'held out from the training records'} |",
         f"| LoRA | targets {', '.join(cfg['lora']['target_modules'])}; dropout {cfg['lora']['dropout']:g}; "
         f"alpha policies {', '.join(sweep['axes']['alpha_policies'])} (alpha {cfg['lora']['alpha']:g}) |",
         f"| Ranks / seeds / LRs | {sweep['axes']['ranks']} / {sweep['axes']['seeds']} / "
@@ -306,7 +316,7 @@ def setup_table(sweep: dict) -> list[str]:
 def policy_sections(sweep: dict, baseline: dict | None, analysis: Analysis, pol: PolicySummary) -> list[str]:
     suffix = f" (alpha policy `{pol.policy}`)" if len(analysis.policies) > 1 else ""
     lines = [f"## Results{suffix}", ""] + results_table(pol, baseline, analysis.full_finetune) + [""]
-    lines += ["Loss = mean cross-entropy per response token (nats); ± = 95% CI over seeds; time = optimisation "
+    lines += ["Loss = mean cross-entropy per trained token (nats); ± = 95% CI over seeds; time = optimisation "
               "only (evaluation excluded); tok/s counts every non-padding token trained on.", ""]
     fam = family_table(pol, baseline)
     if fam:
