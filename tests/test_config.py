@@ -107,7 +107,7 @@ def test_device_and_dtype_selection_without_a_gpu():
     from lorarank.model import check_device_options, resolve_dtype
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("auto", cpu, bf16_supported=False) == torch.float32  # a CPU without bf16 units
     assert resolve_dtype("auto", cuda, bf16_supported=True) == torch.bfloat16
     assert resolve_dtype("auto", cuda, bf16_supported=False) == torch.float16
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16

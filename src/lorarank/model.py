@@ -57,6 +57,12 @@ def warn_if_emulated(dtype: torch.dtype, device: torch.device) -> None:
         env.warn(f"model.dtype=bfloat16: {EMULATED_BF16}; model.dtype=auto picks float32 here")
 
 
+def compute_dtype(model) -> torch.dtype:
+    """The precision a loaded model computes in: its input embedding's dtype (never quantized, so also
+    right for a 4-bit base, whose products run in the compute dtype)."""
+    return model.get_input_embeddings().weight.dtype
+
+
 def check_device_options(cfg: ModelConfig, device: torch.device) -> None:
     """Options that need hardware this process does not have, refused before any loading."""
     if cfg.load_in_4bit and device.type != "cuda":

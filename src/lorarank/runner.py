@@ -18,7 +18,7 @@ from lorarank.env import log
 from lorarank.config import Config, config_hash
 from lorarank.data.format import prepare
 from lorarank.evaluate import dataset_accuracy
-from lorarank.model import load_base, pick_device
+from lorarank.model import compute_dtype, load_base, pick_device
 from lorarank.probes import Probes
 from lorarank.train import eval_batch_size, eval_loss, packing_matches
 from lorarank.trial import Trial, run_trial
@@ -46,7 +46,7 @@ class TrialRunner:
                          "n_eval": len(d.eval), "prompt_format": d.prompt_format,
                          "dropped_too_long": d.dropped_too_long, "families": d.families,
                          "record_format": d.record_format, "trained_on": d.trained_on, "eval_source": d.eval_source},
-                "environment": env.describe(self.device), "packing": self.cfg.train.packing,
+                "environment": env.describe(self.device, compute_dtype(self.base)), "packing": self.cfg.train.packing,
                 "general_text": self.probes.describe()}
 
     def baseline(self, out: str | Path) -> dict:

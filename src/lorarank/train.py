@@ -150,10 +150,12 @@ def make_batch(examples: list[Example], pad_id: int, device: torch.device, packe
 @torch.no_grad()
 def packing_matches(model, examples: list[Example], pad_id: int, device: torch.device) -> bool:
     """Does this model keep packed examples apart? (transformers' own models do; remote code may
-    not.) Compares the packed and the padded loss of a few examples."""
+    not.) Compares the packed and the padded loss of a few examples, to 1e-4 in fp32 and to 1e-2 in
+    half precision, whose kernels round differently for different row layouts."""
     packed, _ = completion_loss(model, collate_packed(examples, device))
     padded, _ = completion_loss(model, collate(examples, pad_id, device))
-    return bool(torch.isclose(packed, padded, rtol=1e-4, atol=1e-4))
+    tol = 1e-4 if model.get_input_embeddings().weight.dtype == torch.float32 else 1e-2
+    return bool(torch.isclose(packed, padded, rtol=tol, atol=tol))
 
 
 def real_tokens(batch: dict[str, torch.Tensor]) -> int:

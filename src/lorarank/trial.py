@@ -25,6 +25,7 @@ from lorarank.analysis import spectra
 from lorarank.config import Config
 from lorarank.data.format import PreparedData
 from lorarank.evaluate import dataset_accuracy
+from lorarank.model import compute_dtype
 from lorarank.probes import Probes
 from lorarank.train import Checkpointer, TrainResult, eval_batch_size, train
 
@@ -54,7 +55,8 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
     shape = {"params_per_rank": lora.params_per_rank(base, cfg.lora.target_modules),
              "matmul_params": lora.matmul_params(base)}
     if full:  # train a copy: the shared base must stay frozen and unchanged for the other trials
-        model = copy.deepcopy(base).requires_grad_(True)
+        # fp32 weights and AdamW state even on a bf16 base: pure bf16 updates would round small steps away
+        model = copy.deepcopy(base).float().requires_grad_(True)
         trainable, total = lora.count_trainable(model)
     else:
         model = lora.attach(base, trial.rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, trial.seed)
@@ -78,7 +80,8 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
         del model
     if error_tb:
         store.write_text(trial_dir / store.ERROR_FILE, error_tb)
-    run_data = build_run_data(trial, trial_config, scaling, trainable, total, result, data, device)
+    run_data = build_run_data(trial, trial_config, scaling, trainable, total, result, data, device,
+                              compute_dtype(base))
     run_data.update(shape)
     run_data.update(extras)
     store.write_record(trial_dir, run_data)
@@ -119,7 +122,7 @@ def save_adapter(model, target: Path) -> int:
 
 
 def build_run_data(trial: Trial, trial_config: dict, scaling: lora.Scaling | None, trainable: int, total: int,
-                   res: TrainResult, data: PreparedData, device: torch.device) -> dict:
+                   res: TrainResult, data: PreparedData, device: torch.device, precision: torch.dtype) -> dict:
     """The self-describing record of one trial: the original experiment's keys, then lorarank's
     (README "Outputs" lists the files; the keys are named for what they hold)."""
     final_eval = res.eval_losses[-1] if res.eval_losses and res.status == "ok" else None
@@ -158,7 +161,7 @@ def build_run_data(trial: Trial, trial_config: dict, scaling: lora.Scaling | Non
                  "prompt_format": data.prompt_format, "dropped_too_long": data.dropped_too_long,
                  "record_format": data.record_format, "eval_source": data.eval_source},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "environment": env.describe(device),
+        "environment": env.describe(device, precision),
         "writer": {"pid": os.getpid(), "host": platform.node()},  # the one process that trained it
         "config": trial_config,
     }
