@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
 from conftest import TINY_ARGS, run_cli
@@ -151,3 +152,49 @@ def test_run_ends_with_the_recommendation(tiny_sweep, tmp_path, capsys):
     assert run_cli("run", *TINY_ARGS, "--output-dir", str(copy)) == 0  # nothing to train: report only
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("[lorarank] which rank: rank ") and "provisionally: untested with one seed" in last
+
+
+def test_report_with_two_alpha_policies(tmp_path):
+    out = tmp_path / "policies"
+    assert run_cli("run", *TINY_ARGS, "--ranks", "2", "4", "--alpha-policy", "constant", "rslora",
+                   "--output-dir", str(out)) == 0
+    readme = (out / "README.md").read_text()
+    for policy in ("constant", "rslora"):
+        assert f"## Results (alpha policy `{policy}`)" in readme and f"## Answers (alpha policy `{policy}`)" in readme
+        assert f"On eval loss (alpha policy `{policy}`):" in readme  # each policy gets its recommendation
+    for fig in ("rank_comparison.png", "rank_comparison_rslora.png", "cost_rslora.png", "forgetting_rslora.png"):
+        assert (out / fig).is_file() and f"![{fig}]({fig})" in readme
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert list(analysis["policies"]) == ["constant", "rslora"]
+    gammas = {p: analysis["policies"][p]["rows"]["4"]["effective_scale"] for p in ("constant", "rslora")}
+    assert gammas == {"constant": 32 / 4, "rslora": 32 / 2}  # α/r and α/√r
+    names = {p: [t["name"] for t in analysis["policies"][p]["rows"]["2"]["trials"]] for p in ("constant", "rslora")}
+    assert names == {"constant": ["rank_2_constant"], "rslora": ["rank_2_rslora"]}
+
+
+def test_checkpoint_every_resumes_an_interrupted_trial_through_the_cli(tmp_path, monkeypatch):
+    """train.checkpoint_every reaches the trial: a trial interrupted at step 4 resumes from its step-4
+    checkpoint on the rerun and ends with the losses of an uninterrupted run."""
+    import lorarank.trial as trial_mod
+
+    args = [*TINY_ARGS, "--ranks", "2", "train.checkpoint_every=2", "data.accuracy_examples=0"]
+    straight = tmp_path / "straight"
+    assert run_cli("run", *args, "--output-dir", str(straight)) == 0
+    real_train = trial_mod.train
+
+    def interrupted(*a, on_step=None, **kw):
+        def stop_at_5(step, loss):
+            if step == 5:
+                raise KeyboardInterrupt
+        return real_train(*a, on_step=stop_at_5, **kw)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(trial_mod, "train", interrupted)
+    assert run_cli("run", *args, "--output-dir", str(out)) == 130
+    assert (out / "rank_2" / "checkpoint.pt").is_file() and not (out / "rank_2" / "run_data.json").exists()
+    monkeypatch.setattr(trial_mod, "train", real_train)
+    assert run_cli("run", *args, "--output-dir", str(out)) == 0
+    a, b = (json.loads((d / "rank_2" / "run_data.json").read_text()) for d in (straight, out))
+    assert b["train_losses"] == pytest.approx(a["train_losses"], abs=1e-6)
+    assert b["eval_losses"] == pytest.approx(a["eval_losses"], abs=1e-6)
+    assert not (out / "rank_2" / "checkpoint.pt").exists()

@@ -36,9 +36,6 @@ WORDS = (
     "eat ask egg ice oak owl arm ink end old open use"
 ).split()
 
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December"]
-
 
 def _words(rng: random.Random, n: int) -> list[str]:
     return rng.sample(WORDS, n)
