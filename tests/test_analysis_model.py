@@ -146,3 +146,12 @@ def test_one_seed_gives_a_provisional_pick_and_the_command_that_settles_it():
     assert "`lorarank run --ranks 8 16 32 --seeds 3`" in text
     assert recommendation_line(analysis) == ("[lorarank] which rank: rank 8, provisionally: untested with one "
                                              "seed; rerun with --seeds 3 to test it")
+
+
+def test_no_intruders_anywhere_is_said_as_such():
+    from lorarank.analysis.decision import trend
+    from lorarank.report.which_rank import _trend_words
+
+    tr = trend("intruders", [(8, 0.0), (16, 0.0), (32, 0.0), (8, 0.0)], 0.95)
+    assert tr.verdict == "none" and _trend_words(tr, "yes", "no") == "none at any rank (0 in all 4 trials)"
+    assert trend("intruders", [(8, 0.0), (16, 1.0), (32, 2.0), (64, 3.1)], 0.95).verdict == "grows"

@@ -198,3 +198,20 @@ def test_checkpoint_every_resumes_an_interrupted_trial_through_the_cli(tmp_path,
     assert b["train_losses"] == pytest.approx(a["train_losses"], abs=1e-6)
     assert b["eval_losses"] == pytest.approx(a["eval_losses"], abs=1e-6)
     assert not (out / "rank_2" / "checkpoint.pt").exists()
+
+
+def test_the_committed_three_seed_snapshot_rebuilds_from_its_json(tmp_path):
+    """docs/results/cpu_default_3seeds holds the records of a real default sweep (3 seeds x 4 ranks,
+    adapters left out); `lorarank report` rebuilds its README byte for byte from them."""
+    import shutil
+    from pathlib import Path
+
+    snapshot = Path(__file__).resolve().parents[1] / "docs" / "results" / "cpu_default_3seeds"
+    copy = tmp_path / "snapshot"
+    shutil.copytree(snapshot, copy)
+    (copy / "README.md").unlink()
+    assert run_cli("report", str(copy)) == 0
+    assert (copy / "README.md").read_text() == (snapshot / "README.md").read_text()
+    analysis = json.loads((copy / "analysis.json").read_text())["policies"]["proportional"]
+    assert analysis["recommendation"]["tested"] and analysis["recommendation"]["recommended"] == 32
+    assert analysis["forgetting_trend"]["verdict"] == "grows"

@@ -44,7 +44,9 @@ def trend(quantity: str, points: list[tuple[int, float]], level: float) -> Trend
     if len({r for r, _ in points}) < 2:
         return None
     fit = fit_line([math.log2(r) for r, _ in points], [y for _, y in points], level)
-    if fit.slope_low is None:
+    if all(y == 0 for _, y in points):  # e.g. no intruder anywhere: nothing to trend
+        verdict = "none"
+    elif fit.slope_low is None:
         verdict = "untested"
     else:
         verdict = "grows" if fit.slope_low > 0 else "shrinks" if fit.slope_high < 0 else "no trend"

@@ -213,7 +213,7 @@ class Trend:
     low: float | None  # CI of the slope at Thresholds.trend_level (None with two points)
     high: float | None
     n: int  # trials in the fit
-    verdict: str  # grows | shrinks | no trend | untested
+    verdict: str  # grows | shrinks | no trend | none (zero everywhere) | untested
 
 
 @dataclass(frozen=True)

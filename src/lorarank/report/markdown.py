@@ -212,8 +212,9 @@ def subspace_lines(sub: dict[str, SubspaceEntry], strong_phi: float) -> list[str
                 "or two seeds of one rank); none were available."]
     out = ["Subspace similarity φ (Hu et al. 2021 §7.2): overlap of the top-i and top-j singular directions of "
            "two adapters; 1 = same subspace, random ≈ max(i, j)/d. Means over layers. Hu et al. compare the A "
-           "matrices; after a short run A is still near its random initialisation, so the output directions of "
-           "ΔW are shown too."]
+           "matrices; B starts at zero and takes most early updates while A keeps much of its random "
+           "initialisation (how much: ‖A − A₀‖/‖A₀‖ under Capacity), so the output directions of ΔW are "
+           "shown too."]
     for kind, label in (("small_vs_large", "smallest vs largest rank, same seed"),
                         ("seed_vs_seed", "two seeds, largest rank")):
         if kind not in sub:

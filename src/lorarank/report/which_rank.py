@@ -28,7 +28,7 @@ def settle_command(sweep: dict, seeds: int) -> str:
     return " ".join(["lorarank", *kept, "--seeds", str(seeds)])
 
 
-def _tested(rec: Recommendation, unit: str, fmt) -> str:
+def _tested(rec: Recommendation, unit: str, fmt, size) -> str:
     best, r = rec.best, rec.recommended
     n = max(t.n for t in rec.tests.values())
     if r == best and r == min(rec.tests):
@@ -39,18 +39,20 @@ def _tested(rec: Recommendation, unit: str, fmt) -> str:
         t = rec.tests[r]
         lead = (f"**Rank {r}**: the smallest rank equivalent to the best rank ({best}); difference "
                 f"{fmt(t.mean)} (90% CI {fmt(t.low)} .. {fmt(t.high)}, TOST p = {t.p:.3g})")
-    return (f"{lead}, within δ = {abs(rec.margin):.4g} {unit} ({rec.margin_share:.0%} of the best rank's "
-            f"improvement of {abs(rec.improvement):.4g} {unit} over the base model), by a paired TOST over {n} seeds.")
+    return (f"{lead}, within δ = {size(rec.margin)} {unit} ({rec.margin_share:.0%} of the best rank's "
+            f"improvement of {size(rec.improvement)} {unit} over the base model), by a paired TOST over {n} seeds.")
 
 
 def recommendation_text(rec: Recommendation, sweep: dict) -> str:
-    unit = "nats" if not rec.higher_is_better else "accuracy points"
-    fmt = (lambda x: f"{x:+.4f}") if not rec.higher_is_better else (lambda x: f"{100 * x:+.1f}")
+    if rec.higher_is_better:  # an accuracy share, shown in percentage points
+        unit, fmt, size = "points", (lambda x: f"{100 * x:+.1f}"), (lambda x: f"{100 * abs(x):.1f}")
+    else:
+        unit, fmt, size = "nats", (lambda x: f"{x:+.4f}"), (lambda x: f"{abs(x):.4g}")
     if rec.tested:
-        return _tested(rec, unit, fmt)
+        return _tested(rec, unit, fmt, size)
     if rec.provisional is not None:
         return (f"**No tested recommendation: {rec.reason}.** On this seed, rank {rec.provisional} is within "
-                f"δ = {abs(rec.margin):.4g} {unit} ({rec.margin_share:.0%} of the best rank's improvement) of the best "
+                f"δ = {size(rec.margin)} {unit} ({rec.margin_share:.0%} of the best rank's improvement) of the best "
                 f"rank ({rec.best}), a provisional pick that no test supports yet. To settle it: "
                 f"`{settle_command(sweep, rec.settle_seeds)}` (finished trials are reused).")
     return f"**No recommendation: {rec.reason}.**"
@@ -120,6 +122,8 @@ def _trend_words(tr, grows: str, shrinks: str) -> str:
     if tr is None:
         return "not measured"
     ci = f" (95% CI {tr.low:+.4g} .. {tr.high:+.4g})" if tr.low is not None else ""
+    if tr.verdict == "none":
+        return f"none at any rank (0 in all {tr.n} trials)"
     words = {"grows": grows, "shrinks": shrinks, "no trend": "no trend with rank shown",
              "untested": "too few trials to test a trend"}[tr.verdict]
     return f"{words}: slope {tr.slope:+.4g} per doubling of the rank{ci}, over {tr.n} trials"
