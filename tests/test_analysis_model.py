@@ -155,3 +155,31 @@ def test_no_intruders_anywhere_is_said_as_such():
     tr = trend("intruders", [(8, 0.0), (16, 0.0), (32, 0.0), (8, 0.0)], 0.95)
     assert tr.verdict == "none" and _trend_words(tr, "yes", "no") == "none at any rank (0 in all 4 trials)"
     assert trend("intruders", [(8, 0.0), (16, 1.0), (32, 2.0), (64, 3.1)], 0.95).verdict == "grows"
+
+
+def test_a_failed_trial_in_a_multi_seed_sweep_still_gives_an_analysis():
+    """Rank 8's seed-1 trial failed: rank 8 shares one seed with rank 16 (the one-seed tolerance
+    decides its divergence); rank 4 shares none (seed 3 only) and is left out, shown as n/a."""
+    from lorarank.report.which_rank import capacity_section
+
+    runs = [r for r in sweep({8: [1.5, 1.6], 16: [1.2, 1.21]}) if not (r["rank"] == 8 and r["seed"] == 1)]
+    runs.append(record(4, 3, 1.9))
+    pol = summarize(runs, Thresholds(tolerance=0.02), baseline={"eval_loss": 2.3}).policies["constant"]
+    div = pol.divergence
+    assert list(div) == [8] and div[8].n_seeds == 1 and "one seed" in div[8].rule
+    assert div[8].step == 2  # 1.6 − 1.21 = 0.39 > tolerance 0.02 · 1.205
+    lines = capacity_section(pol)
+    assert "| 4 | 0.8 | n/a |" in "\n".join(lines) and "| 8 | 1.6 | step 2 |" in "\n".join(lines)
+
+
+def test_no_difference_shown_is_not_called_equivalent():
+    """Q2 with three seeds: a CI that contains 0 but reaches past δ is undecided, not equivalent."""
+    # rank 8 − rank 64 = (+0.3, −0.2, +0.05): the 95% CI contains 0; δ = 5% of (2.3 − 1.2) = 0.055
+    runs = sweep({8: [1.5, 1.0, 1.25], 64: [1.2, 1.2, 1.2]})
+    pol = summarize(runs, Thresholds(tolerance=0.02), baseline={"eval_loss": 2.3}).policies["constant"]
+    assert pol.small_vs_large.verdict == "inconclusive" and "TOST within δ = 0.055" in pol.small_vs_large.rule
+    assert pol.low_rank_hypothesis.startswith("UNDECIDED")
+    # tight seeds within δ: equivalent, and the hypothesis is supported
+    close = summarize(sweep({8: [1.21, 1.2, 1.19], 64: [1.2, 1.2, 1.2]}), Thresholds(tolerance=0.02),
+                      baseline={"eval_loss": 2.3}).policies["constant"]
+    assert close.small_vs_large.verdict == "equivalent" and close.low_rank_hypothesis == "SUPPORTED"

@@ -57,6 +57,27 @@ def test_two_concurrent_runs_never_train_a_trial_twice(tmp_path):
     assert {i["pid"] for i in invocations} == {p.pid for p, t in zip(procs, trained) if t}  # none lost
 
 
+def test_concurrent_runs_with_other_axes_keep_every_record(tmp_path):
+    """Two processes on one new directory at different learning rates: both plan rank_2 and rank_4
+    under the same names, with different trial ids. Each trial gets a directory of its own and no
+    record is moved or written twice; a third run with both rates finds all four and trains none."""
+    out = tmp_path / "sweep"
+    base = [sys.executable, "-m", "lorarank", "run", *TINY_ARGS, "--ranks", "2", "4", "--max-steps", "4",
+            "train.eval_every=4", "data.accuracy_examples=0", "--output-dir", str(out)]
+    procs = [subprocess.Popen([*base, "--lr", lr], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for lr in ("1e-3", "1e-4")]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    records = [json.loads(f.read_text()) for f in out.glob("*/run_data.json")]
+    assert sorted((r["rank"], r["learning_rate"]) for r in records) == [(2, 1e-4), (2, 1e-3), (4, 1e-4), (4, 1e-3)]
+    assert {r["status"] for r in records} == {"ok"} and len({r["trial_id"] for r in records}) == 4
+    assert not list(out.rglob("failed_attempts"))
+    for f in out.glob("*/run_data.json"):  # each directory holds its own trial
+        assert (f.parent / store.OWNER_FILE).read_text() == json.loads(f.read_text())["trial_id"]
+    both = subprocess.run([*base, "--lr", "1e-3", "1e-4"], capture_output=True, text=True, timeout=600)
+    assert both.returncode == 0 and "4 trials (0 to run, 4 already done)" in both.stderr + both.stdout
+
+
 def test_disk_full_while_writing_the_report_ends_in_one_line(tmp_path, monkeypatch, capsys):
     out = tmp_path / "sweep"
     real = store._write_temp

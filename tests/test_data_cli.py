@@ -59,3 +59,12 @@ def test_bad_data_leaves_an_existing_output_dir_byte_identical(tmp_path, capsys)
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and re.search(pattern, errors[0]), errors
         assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_an_eval_file_of_another_format_is_refused_before_any_output(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run_cli("run", *TINY_ARGS, "--dataset", str(EXAMPLES / "chat.jsonl"), "--output-dir", str(out), *FAST,
+                   f"data.eval_dataset={EXAMPLES / 'text.jsonl'}")
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "holds text records but" in errors[0]
+    assert not out.exists()  # refused before the output directory is created

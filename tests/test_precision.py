@@ -53,10 +53,14 @@ def test_auto_is_bf16_only_on_a_cpu_with_bf16_units(cpu_is, cpu, expected):
     assert resolve_dtype("bfloat16", CPU) == torch.bfloat16
 
 
-@pytest.mark.parametrize("bf16, expected", [(True, torch.bfloat16), (False, torch.float16)])
-def test_auto_on_cuda_is_bf16_where_the_gpu_has_it(monkeypatch, cpu_is, bf16, expected):
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float16)])
+def test_auto_on_cuda_is_bf16_where_the_gpu_has_it(monkeypatch, cpu_is, native, expected):
     cpu_is("amx")  # the host CPU does not matter
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:  # torch's default says yes on a T4
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
     assert resolve_dtype("auto", torch.device("cuda")) == expected
 
 
@@ -152,11 +156,12 @@ def test_bf16_training_follows_fp32_losses():
 def test_cli_bf16_run_matches_the_fp32_sweep(tiny_sweep, tmp_path):
     """`model.dtype=bfloat16` through the CLI on the tiny preset: the rank-4 trial's losses within the
     tolerance of the fp32 sweep's; the report says which precision ran, and on which CPU."""
-    out = tmp_path / "bf16"
+    out, ref = tmp_path / "bf16", tmp_path / "fp32"  # the reference pinned to fp32: auto is bf16 on AMX CPUs
     assert run_cli("run", *TINY_ARGS, "--output-dir", str(out), "--ranks", "4", "model.dtype=bfloat16") == 0
+    assert run_cli("run", *TINY_ARGS, "--output-dir", str(ref), "--ranks", "4", "model.dtype=float32") == 0
     ours = json.loads((out / "rank_4" / "run_data.json").read_text())
-    fp32 = json.loads((tiny_sweep / "rank_4" / "run_data.json").read_text())
-    assert ours["config"]["model"]["dtype"] == "bfloat16" and fp32["config"]["model"]["dtype"] == "auto"
+    fp32 = json.loads((ref / "rank_4" / "run_data.json").read_text())
+    assert ours["environment"]["compute_dtype"] == "bfloat16" and fp32["environment"]["compute_dtype"] == "float32"
     assert relative_difference(ours["eval_losses"], fp32["eval_losses"]) < LOSS_TOLERANCE
     assert relative_difference(ours["train_losses"], fp32["train_losses"]) < LOSS_TOLERANCE
     readme = (out / "README.md").read_text()

@@ -57,7 +57,7 @@ def test_base_better_than_every_rank_and_single_rank():
     rec = recommend(LOSSES, base=0.9)
     assert rec.recommended is None and rec.margin is None and "no rank improved" in rec.reason
     single = recommend({8: {1: 1.0, 2: 1.1}}, BASE)
-    assert single.recommended == 8 and "single rank" in single.reason
+    assert single.recommended is None and single.best == 8 and "single rank (8)" in single.reason
 
 
 def test_diverged_rank_cannot_be_best_or_equivalent():

@@ -76,8 +76,14 @@ def test_knee_on_synthetic_curves():
 
 
 def test_compare_verdicts():
-    same = compare({1: 1.00, 2: 1.02, 3: 0.99}, {1: 1.01, 2: 1.00, 3: 1.00}, 0.02)
-    assert same["verdict"] == "equivalent"
+    # d = (-0.01, +0.02, -0.01): the 95% CI contains 0; the 90% CI (-0.0269 .. +0.0269) lies inside ±0.05
+    small, large = {1: 1.00, 2: 1.02, 3: 0.99}, {1: 1.01, 2: 1.00, 3: 1.00}
+    same = compare(small, large, 0.02, margin=0.05)
+    assert same["verdict"] == "equivalent" and "TOST within δ = 0.05" in same["rule"]
+    # no difference shown is not equivalence: a margin the CI reaches beyond, or no margin at all
+    assert compare(small, large, 0.02, margin=0.02)["verdict"] == "inconclusive"
+    assert compare(small, large, 0.02)["verdict"] == "inconclusive"
+    assert compare({1: 1.0}, {1: 1.01}, 0.02)["verdict"] == "tied"  # one seed: within the tolerance
     worse = compare({1: 1.5, 2: 1.52, 3: 1.49}, {1: 1.0, 2: 1.01, 3: 1.0}, 0.02)
     assert worse["verdict"] == "worse" and worse["difference"]["low"] > 0
     better_acc = compare({1: 0.9}, {1: 0.5}, 0.02, lower_is_better=False)
@@ -98,7 +104,7 @@ def test_two_proportion_interval():
 
 def test_one_seed_accuracy_uses_item_noise():
     run = lambda acc, n: {"seed": 1, "accuracy": {"overall": acc, "n": n}}  # noqa: E731
-    assert compare_accuracy([run(0.417, 48)], [run(0.438, 48)], 0.02)["verdict"] == "equivalent"
+    assert compare_accuracy([run(0.417, 48)], [run(0.438, 48)], 0.02)["verdict"] == "inconclusive"
     assert compare_accuracy([run(0.2, 200)], [run(0.6, 200)], 0.02)["verdict"] == "worse"
 
 
@@ -129,8 +135,9 @@ def test_tost_edge_cases():
     assert one.equivalent is None and "one seed" in one.reason and one.mean == 0.01
     same = tost([0.0, 0.0, 0.0], 0.05)  # the best rank against itself
     assert same.equivalent is True and same.p == 0.0 and "by definition" in same.reason
-    flat_in, flat_out = tost([0.02, 0.02], 0.05), tost([0.07, 0.07], 0.05)
-    assert flat_in.equivalent is True and flat_out.equivalent is False and flat_out.p == 1.0
+    # equal non-zero differences (accuracy on 48 items: one item on every seed): no spread, no test
+    flat = tost([1 / 48] * 3, 0.024)
+    assert flat.equivalent is None and flat.p is None and "no spread" in flat.reason
     assert tost([0.01, math.inf, 0.0], 0.05).equivalent is None
     assert tost([0.01, math.nan], 0.05).reason.startswith("a non-finite value")
     with pytest.raises(ValueError, match="positive"):

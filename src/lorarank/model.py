@@ -31,10 +31,11 @@ EMULATED_BF16 = "bf16 products are emulated on this CPU, about 75x slower than f
 
 
 def has_bf16_units(device: torch.device) -> bool:
-    """Does `device` multiply bf16 natively? CUDA: torch.cuda.is_bf16_supported(); CPU: AMX tiles or
-    AVX512-BF16 (6-7x the fp32 matmul rate measured on an AMX Xeon)."""
+    """Does `device` multiply bf16 natively? CUDA: compute capability 8.0 or later (Ampere on), asked
+    without emulation: by default torch also says yes on a T4 or V100, which only emulate bf16. CPU:
+    AMX tiles or AVX512-BF16 (6-7x the fp32 matmul rate measured on an AMX Xeon)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return env.bf16_units(env.cpu_capability())
 
 

@@ -8,6 +8,7 @@ The local executor keeps one runner in the driver process; the Ray executor hold
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 
@@ -82,8 +83,10 @@ class TrialRunner:
         recorded it since this sweep was planned."""
         out = Path(out)
         with store.claim(out, trial.trial_id) as mine:
-            if not mine or store.finished(out / trial.name, trial.trial_id):
+            name = store.reserve(out, trial.trial_id, trial.name) if mine else None
+            if name is None:
                 return trial, None
+            trial = dataclasses.replace(trial, name=name)
             self.base, run_data = run_trial(self.base, self.tok, self.data, self.cfg, trial, trial_config, out,
                                             self.device, self.probes, progress=progress)
         return trial, run_data

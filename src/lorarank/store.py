@@ -144,12 +144,19 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 FINAL_STATUSES = ("ok", "diverged")  # a rerun would reproduce these; `failed` trials are retried
 
 
-def archive_failed_attempt(trial_dir: Path) -> Path | None:
+def archive_failed_attempt(trial_dir: Path, trial_id: str) -> Path | None:
     """Move a failed attempt's run_data.json and error.txt into failed_attempts/<n>/ before a retry,
-    so the retry writes a fresh record and no stale error.txt sits beside a good one."""
+    so the retry writes a fresh record and no stale error.txt sits beside a good one. Only this
+    trial's failed record moves: a final record, or another trial's, is never touched (`reserve`
+    gives every trial a directory of its own)."""
     files = [trial_dir / n for n in (RUN_DATA, ERROR_FILE) if (trial_dir / n).exists()]
     if not files:
         return None
+    if (trial_dir / RUN_DATA).exists():
+        rec = read_json(trial_dir / RUN_DATA)
+        if rec.get("trial_id") != trial_id or rec.get("status") in FINAL_STATUSES:
+            raise RuntimeError(f"{trial_dir} holds the record of trial {rec.get('trial_id')} "
+                               f"({rec.get('status')}); it is never moved")
     root = trial_dir / ATTEMPTS_DIR
     target = root / str(len(list(root.iterdir())) + 1 if root.is_dir() else 1)
     with writing(target):
@@ -189,21 +196,48 @@ def claim(out_dir: Path, trial_id: str) -> contextlib.AbstractContextManager[boo
     return locked(out_dir / LOCK_DIR / f"{trial_id}.lock", block=False)
 
 
+OWNER_FILE = ".trial_id"  # in a trial directory: the id of the one trial that writes there
+
+
+def _owner(trial_dir: Path) -> str | None:
+    """The trial a directory belongs to: its owner file, else its record (directories of earlier
+    versions), else None (free, or an interrupted trial of an earlier version)."""
+    for name, read in ((OWNER_FILE, lambda p: p.read_text().strip()),
+                       (RUN_DATA, lambda p: read_json(p).get("trial_id"))):
+        try:
+            return read(trial_dir / name) or None
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+    return None
+
+
+def reserve(out_dir: Path, trial_id: str, name: str) -> str | None:
+    """The directory this (claimed) trial writes to, reserved for it; None when it is already
+    recorded with a final status, by this or another process. Decided under the directory lock
+    against what is on disk now, not against the plan a process made when it started: processes
+    with other axes on one output directory (another learning rate, a second seed) never share a
+    directory, and a trial recorded under another name is not trained twice."""
+    with locked(out_dir / LOCK_DIR / "dirs.lock"):
+        recorded = recorded_trials(out_dir).get(trial_id)
+        if recorded and recorded.get("status") in FINAL_STATUSES:
+            return None
+        for candidate in (recorded["_dir"] if recorded else name, f"{name}_{trial_id[:8]}"):
+            owner = _owner(out_dir / candidate)
+            if owner in (None, trial_id):
+                if owner is None:
+                    with writing(out_dir / candidate):
+                        (out_dir / candidate).mkdir(parents=True, exist_ok=True)
+                        write_bytes_atomic(out_dir / candidate / OWNER_FILE, trial_id.encode())
+                return candidate
+    raise RuntimeError(f"no free directory for trial {trial_id} ({name}) in {out_dir}")
+
+
 def holder(out_dir: Path, trial_id: str) -> str:
     """The pid written into a trial's lock by the process holding it (for messages)."""
     try:
         return (out_dir / LOCK_DIR / f"{trial_id}.lock").read_text().strip() or "?"
     except OSError:
         return "?"
-
-
-def finished(trial_dir: Path, trial_id: str) -> bool:
-    """Is this trial recorded with a final status (`ok`, `diverged`) in `trial_dir`?"""
-    try:
-        data = read_json(trial_dir / RUN_DATA)
-    except (OSError, json.JSONDecodeError):
-        return False
-    return data.get("trial_id") == trial_id and data.get("status") in FINAL_STATUSES
 
 
 def recorded_trials(out_dir: Path) -> dict[str, dict]:

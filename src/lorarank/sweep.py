@@ -105,10 +105,9 @@ class SweepOutcome:
 def check_data(cfg: Config) -> None:
     """Read and check every record before anything is written: bad data never leaves an empty
     output directory behind. (Tokenizing needs the model's tokenizer and happens in the runner.)"""
-    from lorarank.data.records import load_eval, load_train
+    from lorarank.data.records import load_sets
 
-    load_train(cfg.data)
-    load_eval(cfg.data)
+    load_sets(cfg.data)
 
 
 def prepare_output_dir(cfg: Config) -> Path:
@@ -119,8 +118,18 @@ def prepare_output_dir(cfg: Config) -> Path:
         tempfile.TemporaryFile(dir=out).close()  # a unique probe: concurrent runs do not collide
     except OSError as exc:
         raise UserError(f"output dir {out} is not writable ({exc.strerror}): pass --output-dir to a writable directory") from None
+    # Under the sweep lock, and the fingerprint written at once into a new directory: of two processes
+    # started together with different configs, the second is refused here, not after both have trained.
+    with store.locked(out / store.LOCK_DIR / "sweep.lock"):
+        _check_or_stake(out, cfg)
+    return out
+
+
+def _check_or_stake(out: Path, cfg: Config) -> None:
     sweep_file = out / store.SWEEP_FILE
-    if sweep_file.is_file():
+    if not sweep_file.is_file():
+        store.write_json(sweep_file, {"fingerprint": config_hash(fixed_config(cfg)), "fixed_config": fixed_config(cfg)})
+    else:
         previous = store.read_json(sweep_file)
         if previous.get("fingerprint") != config_hash(fixed_config(cfg)):
             old = previous.get("fixed_config", {})
@@ -132,7 +141,6 @@ def prepare_output_dir(cfg: Config) -> Path:
                 f"{out} holds a sweep with a different config ({why}); "
                 "results of different configs are never mixed: pass a new --output-dir, or delete that directory"
             )
-    return out
 
 
 def _missing(doc: dict, dotted: str) -> bool:

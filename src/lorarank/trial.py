@@ -48,7 +48,7 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
     trial_dir = out_dir / trial.name
     with store.writing(trial_dir):
         trial_dir.mkdir(parents=True, exist_ok=True)
-    store.archive_failed_attempt(trial_dir)
+    store.archive_failed_attempt(trial_dir, trial.trial_id)
     full = trial.method == "full"
     scaling = None if full else lora.scaling_for(trial.rank, cfg.lora.alpha, trial.alpha_policy)
     env.reset_peak_memory(device)
@@ -75,13 +75,15 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
         error_tb = traceback.format_exc()
     finally:
+        # the precision the trial computed in: the base's, or the full fine-tuning copy's (fp32 weights)
+        precision = compute_dtype(model) if full else None
         if not full:
             base = lora.detach(model)
         del model
     if error_tb:
         store.write_text(trial_dir / store.ERROR_FILE, error_tb)
     run_data = build_run_data(trial, trial_config, scaling, trainable, total, result, data, device,
-                              compute_dtype(base))
+                              precision or compute_dtype(base))
     run_data.update(shape)
     run_data.update(extras)
     store.write_record(trial_dir, run_data)

@@ -50,7 +50,7 @@ def trend(quantity: str, points: list[tuple[int, float]], level: float) -> Trend
         verdict = "untested"
     else:
         verdict = "grows" if fit.slope_low > 0 else "shrinks" if fit.slope_high < 0 else "no trend"
-    return Trend(quantity, fit.slope, fit.slope_low, fit.slope_high, len(points), verdict)
+    return Trend(quantity, fit.slope, fit.slope_low, fit.slope_high, len(points), verdict, level)
 
 
 def association(x: str, y: str, points: list[tuple[float, float]], level: float) -> Association | None:
@@ -83,11 +83,10 @@ def evidence(chosen: dict[int, list[dict]], baseline: dict | None, thresholds: T
     forget = [(t["rank"], forgetting_of(t, baseline)) for t in trials]
     intr = [(t["rank"], _intruders_per_module(t)) for t in trials]
     curves = {r: {t["seed"]: dict(zip(t["eval_steps"], t["eval_losses"])) for t in ts} for r, ts in chosen.items()}
-    single_seed = all(len(ts) == 1 for ts in chosen.values())
-    margin = None
-    if single_seed:  # no seed noise: a curve is apart when it trails by more than the one-seed tolerance
-        top = chosen[max(chosen)][0]["final_eval_loss"]
-        margin = thresholds.tolerance * abs(top)
+    # Where a rank shares one seed with the highest rank (one seed swept, or failed trials left one),
+    # there is no seed noise: a curve is apart when it trails by more than the one-seed tolerance.
+    top = chosen[max(chosen)]
+    margin = thresholds.tolerance * abs(sum(t["final_eval_loss"] for t in top) / len(top))
     stable = {r: {t["seed"]: t["spectra"]["overall"]["stable_rank"] for t in ts if t.get("spectra")}
               for r, ts in chosen.items()}
     return {

@@ -60,9 +60,10 @@ def rank32(pol: PolicySummary, best: int) -> Hypothesis:
 
 
 def rank64(pol: PolicySummary, tolerance: float) -> Hypothesis:
-    cmp_ = compare(pol.per_seed_eval[64], pol.per_seed_eval[32], tolerance)
+    margin = pol.recommendation.margin if pol.recommendation else None
+    cmp_ = compare(pol.per_seed_eval[64], pol.per_seed_eval[32], tolerance, margin=margin)
     d = cmp_["difference"]["mean"]
-    verdict = {"better": "REFUTED", "equivalent": "CONFIRMED", "worse": "CONFIRMED"}[cmp_["verdict"]]
+    verdict = "REFUTED" if cmp_["verdict"] == "better" else "CONFIRMED"  # 64 better than 32 refutes the plateau
     return Hypothesis(64, CLAIMS[64], verdict, f"rank 64 − rank 32 eval loss = {d:+.4f} ({cmp_['relative']:+.1%}): "
                       f"{'a clear improvement' if verdict == 'REFUTED' else 'no measurable improvement'} "
                       f"({cmp_['rule']})")
@@ -85,4 +86,6 @@ def low_rank_hypothesis(cmp_: Comparison | None) -> str | None:
     if cmp_ is None:
         return None
     return {"equivalent": "SUPPORTED", "worse": "NOT SUPPORTED at this budget",
-            "better": "SUPPORTED (the small rank is even better)"}[cmp_.verdict]
+            "better": "SUPPORTED (the small rank is even better)",
+            "tied": "SUPPORTED on one seed (untested: no noise estimate)",
+            "inconclusive": "UNDECIDED (no difference shown, and no equivalence either)"}[cmp_.verdict]

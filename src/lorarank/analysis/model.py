@@ -137,7 +137,7 @@ class Knee:
 class Comparison:
     """Does the small rank do as well as the large one on one metric?"""
 
-    verdict: str  # equivalent | worse | better (for the small rank)
+    verdict: str  # equivalent (TOST within δ) | inconclusive | tied (one seed) | worse | better (the small rank)
     difference: Estimate  # small - large
     relative: float | None  # difference / large
     rule: str
@@ -214,6 +214,7 @@ class Trend:
     high: float | None
     n: int  # trials in the fit
     verdict: str  # grows | shrinks | no trend | none (zero everywhere) | untested
+    level: float = 0.95  # confidence level of (low, high): Thresholds.trend_level
 
 
 @dataclass(frozen=True)

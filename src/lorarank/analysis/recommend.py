@@ -79,8 +79,8 @@ def recommend(per_seed: dict[int, dict[int, float]], base: float, share: float =
     margin = share * improvement
     tests = {r: _test(per_seed[r], per_seed[best], r == best, margin, alpha) for r in sorted(per_seed)}
     if len(per_seed) == 1:
-        return Recommendation(**common, recommended=best, best=best, improvement=improvement, margin=margin,
-                              tests=tests, tested=False, reason="a single rank: nothing to compare")
+        return Recommendation(**common, recommended=None, best=best, improvement=improvement, margin=margin,
+                              tests=tests, tested=False, reason=f"a single rank ({best}): nothing to compare")
     if any(t.n > 1 for r, t in tests.items() if r != best):
         return Recommendation(**common, recommended=min(r for r, t in tests.items() if t.equivalent), best=best,
                               improvement=improvement, margin=margin, tests=tests, tested=True)

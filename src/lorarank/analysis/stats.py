@@ -114,23 +114,37 @@ def find_knee(ranks: list[int], per_seed: dict[int, dict[int, float]], tolerance
     return {"knee": knee, "best": best, "rule": rule, "checks": {str(k): v for k, v in checks.items()}}
 
 
-def compare(small: dict[int, float], large: dict[int, float], tolerance: float, lower_is_better: bool = True) -> dict:
+def compare(small: dict[int, float], large: dict[int, float], tolerance: float, lower_is_better: bool = True,
+            margin: float | None = None, margin_text: str | None = None) -> dict:
     """Verdict for "does the small rank do as well as the large rank?" on one metric.
 
-    equivalent: CI of (small - large) contains 0 (several seeds) or |diff| <= tolerance·|large| (one seed);
-    otherwise worse / better by the sign of the difference."""
-    multi = len(set(small) & set(large)) > 1
+    Several seeds (paired over the seeds both have):
+    - worse / better: the 95% CI of (small - large) excludes 0;
+    - equivalent: otherwise, when a paired TOST puts the difference within ±margin (the
+      recommendation's δ); a CI that merely contains 0 is absence of evidence, not equivalence;
+    - inconclusive: neither (no difference shown, none ruled out), or no margin to test against.
+    One seed: no noise estimate, so tied when |diff| <= tolerance·|large|, else worse / better."""
+    shared = set(small) & set(large)
+    multi = len(shared) > 1
     diff = paired_difference(small, large) if multi else mean_ci(
         [sum(small.values()) / len(small) - sum(large.values()) / len(large)])
     ref = sum(large.values()) / len(large)
-    if diff.low is not None:
-        equivalent = diff.low <= 0.0 <= diff.high
-    else:
-        equivalent = abs(diff.mean) <= tolerance * abs(ref)
     worse = (diff.mean > 0) if lower_is_better else (diff.mean < 0)
-    verdict = "equivalent" if equivalent else ("worse" if worse else "better")
+    sign = "worse" if worse else "better"
+    if not multi:
+        verdict = "tied" if abs(diff.mean) <= tolerance * abs(ref) else sign
+        rule = f"one seed, no noise estimate: tied within a tolerance of {tolerance:.0%}"
+    elif not diff.low <= 0.0 <= diff.high:
+        verdict, rule = sign, "paired 95% CI across seeds"
+    elif margin is None:
+        verdict, rule = "inconclusive", "paired 95% CI across seeds; no margin to test equivalence against"
+    else:
+        eq = tost([small[s] - large[s] for s in sorted(shared)], margin)
+        verdict = "equivalent" if eq.equivalent else "inconclusive"
+        p = f", p = {eq.p:.3g}" if eq.p is not None else ""
+        rule = f"paired 95% CI across seeds; equivalence by paired TOST within δ = {margin_text or f'{margin:.4g}'}{p}"
     return {"verdict": verdict, "difference": diff.to_dict(), "relative": diff.mean / ref if ref else None,
-            "rule": "paired 95% CI" if multi else f"one seed, tolerance {tolerance:.0%}"}
+            "rule": rule}
 
 
 def two_proportion_difference(p1: float, n1: int, p2: float, n2: int) -> Estimate:
@@ -142,15 +156,17 @@ def two_proportion_difference(p1: float, n1: int, p2: float, n2: int) -> Estimat
     return Estimate(p1 - p2, a1 - a2 - half, a1 - a2 + half, min(n1, n2), None)
 
 
-def compare_accuracy(small: list[dict], large: list[dict], tolerance: float) -> dict:
-    """Accuracy verdict (higher is better). Several seeds: paired CI across seeds. One seed: the
-    two-proportion CI over the scored eval items, so a one-item difference is not called a win."""
+def compare_accuracy(small: list[dict], large: list[dict], tolerance: float, margin: float | None = None) -> dict:
+    """Accuracy verdict (higher is better). Several seeds: as `compare`, with the accuracy margin.
+    One seed: the two-proportion CI over the scored eval items, so a one-item difference is not
+    called a win; a CI containing 0 is inconclusive (one seed tests no equivalence)."""
     by_seed = lambda runs: {r["seed"]: r["accuracy"]["overall"] for r in runs}  # noqa: E731
     if len(set(by_seed(small)) & set(by_seed(large))) > 1:
-        return compare(by_seed(small), by_seed(large), tolerance, lower_is_better=False)
+        return compare(by_seed(small), by_seed(large), tolerance, lower_is_better=False, margin=margin,
+                       margin_text=f"{100 * margin:.1f} points" if margin is not None else None)
     a, b = small[0]["accuracy"], large[0]["accuracy"]
     diff = two_proportion_difference(a["overall"], a["n"], b["overall"], b["n"])
-    verdict = "equivalent" if diff.low <= 0.0 <= diff.high else ("better" if diff.mean > 0 else "worse")
+    verdict = "inconclusive" if diff.low <= 0.0 <= diff.high else ("better" if diff.mean > 0 else "worse")
     return {"verdict": verdict, "difference": diff.to_dict(),
             "relative": diff.mean / b["overall"] if b["overall"] else None,
             "rule": f"one seed: 95% two-proportion CI over {a['n']} scored items"}
@@ -187,9 +203,11 @@ def tost(differences: list[float], margin: float, alpha: float = 0.05) -> Equiva
     (1 - 2α) CI  mean ± t_{1-α, n-1}·s/√n  lying inside (-δ, δ).
 
     Edge cases: one difference has no variance estimate, so no test (equivalent None). Differences
-    that are all equal (zero variance, e.g. the best rank against itself: all 0) have a CI that
-    collapses to the point, so equivalent iff |mean| < δ and each p-value is 0 or 1 (the limit as
-    the variance goes to 0). A non-finite difference (a diverged or missing run) gives no test.
+    that are all 0 (the best rank against itself, or identical values on every seed) are equivalent
+    by definition. Differences that are all equal but not 0 (coarse metrics such as accuracy on a few
+    dozen items repeat values) have no spread to estimate the seed noise from, so no test either:
+    the limit of the t-test as the variance goes to 0 would call two seeds decisive. A non-finite
+    difference (a diverged or missing run) gives no test.
     """
     if not (math.isfinite(margin) and margin > 0):
         raise ValueError(f"equivalence margin must be a positive number, got {margin}")
@@ -205,11 +223,11 @@ def tost(differences: list[float], margin: float, alpha: float = 0.05) -> Equiva
         return Equivalence(1, mean, None, None, None, None, None, margin, None,
                            "one seed gives no equivalence test: no estimate of the seed noise")
     if np.ptp(d) == 0:
-        p_lower, p_upper = float(mean <= -margin), float(mean >= margin)
-        why = ("all differences are 0 (identical values): equivalent by definition" if mean == 0 else
-               "all differences are equal: no seed noise, the CI is the point itself")
-        return Equivalence(n, mean, mean, mean, p_lower, p_upper, max(p_lower, p_upper), margin,
-                           abs(mean) < margin, why)
+        if mean == 0:
+            return Equivalence(n, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, margin, True,
+                               "all differences are 0 (identical values): equivalent by definition")
+        return Equivalence(n, mean, None, None, None, None, None, margin, None,
+                           "all differences are equal: no spread to estimate the seed noise from, so no test")
     p_lower = float(stats.ttest_1samp(d, -margin, alternative="greater").pvalue)
     p_upper = float(stats.ttest_1samp(d, margin, alternative="less").pvalue)
     half = t_critical(n - 1, 1 - 2 * alpha) * float(d.std(ddof=1)) / math.sqrt(n)

@@ -170,11 +170,15 @@ def summarize_policy(policy: str, trials: list[dict], thresholds: Thresholds, ba
     eval_seeds = per_seed(chosen, "final_eval_loss")
     tol = thresholds.tolerance
     knee = knee_of(ranks, eval_seeds, tol)
-    small_vs_large = comparison(compare(eval_seeds[small], eval_seeds[large], tol)) if small != large else None
+    # Q2 tests equivalence with the recommendation's margins δ (one definition of "as well as")
+    on_loss, on_acc = decision.recommendations(chosen, baseline, thresholds)
+    margin = lambda rec: rec.margin if rec is not None else None  # noqa: E731
+    small_vs_large = comparison(compare(eval_seeds[small], eval_seeds[large], tol, margin=margin(on_loss))
+                                ) if small != large else None
     with_acc = {r: [t for t in chosen[r] if t.get("accuracy")] for r in (small, large)}
     acc = None
     if small != large and with_acc[small] and with_acc[large]:
-        acc = comparison(compare_accuracy(with_acc[small], with_acc[large], tol))
+        acc = comparison(compare_accuracy(with_acc[small], with_acc[large], tol, margin=margin(on_acc)))
     flat = [t for ts in chosen.values() for t in ts]
     pol = PolicySummary(
         policy=policy, ranks=ranks, rows=rows, n_seeds=max(len(rows[r].trials) for r in ranks),
@@ -182,8 +186,8 @@ def summarize_policy(policy: str, trials: list[dict], thresholds: Thresholds, ba
         small_vs_large_accuracy=acc, low_rank_hypothesis=low_rank_hypothesis(small_vs_large),
         params=params_fit(rows, flat), time=time_fit(flat, thresholds), hypotheses=[],
         capacity_use=capacity_use(rows, thresholds))
+    pol.recommendation, pol.recommendation_accuracy = on_loss, on_acc
     pol.hypotheses = hypotheses(pol, baseline, thresholds)
-    pol.recommendation, pol.recommendation_accuracy = decision.recommendations(chosen, baseline, thresholds)
     for key, value in decision.evidence(chosen, baseline, thresholds).items():
         setattr(pol, key, value)
     return pol

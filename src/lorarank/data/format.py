@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import jinja2
 
 from lorarank.config import DataConfig, config_hash
-from lorarank.data.records import Record, load_eval, load_train, split_records
+from lorarank.data.records import Record, load_sets, split_records
 from lorarank.data.shapes import TRAINED_ON, reference
 from lorarank.errors import UserError
 
@@ -137,7 +137,7 @@ def chat_pieces(messages: list[Record], trained: list[int], tokenizer, where: st
     def render(turns: list[Record], generation_prompt: bool = False) -> str:
         try:
             return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
-        except jinja2.TemplateError as exc:
+        except (jinja2.TemplateError, ValueError) as exc:  # transformers raises ValueError for some shapes
             raise UserError(f"{where}: the chat template rejects this conversation ({exc}): order its turns as the "
                             "template expects (e.g. one system turn first, then user and assistant alternating)") from None
 
@@ -211,11 +211,7 @@ def encode(rec: Record, tokenizer, fmt: str, system_prompt: str = "") -> Example
 
 def prepare(cfg: DataConfig, tokenizer) -> PreparedData:
     """Load, split, render and tokenize; drop (and count) examples longer than max_length."""
-    train_set, eval_set = load_train(cfg), load_eval(cfg)
-    if eval_set is not None and (eval_set.format, eval_set.kind) != (train_set.format, train_set.kind):
-        raise UserError(f"data.eval_dataset {eval_set.source} holds {eval_set.format} records but {train_set.source} "
-                        f"holds {train_set.format}: give both in one format, so the eval loss is on the kind of "
-                        "tokens training optimises")
+    train_set, eval_set = load_sets(cfg)
     fmt = resolve_format(cfg.prompt_format, tokenizer, train_set.kind)
     if eval_set is None:
         train_recs, eval_recs = split_records(train_set.records, cfg.eval_fraction, cfg.split_seed)

@@ -56,6 +56,17 @@ def load_eval(cfg: DataConfig) -> RecordSet | None:
     return _usable(raw, source, cfg, limit=0, minimum=1)
 
 
+def load_sets(cfg: DataConfig) -> tuple[RecordSet, RecordSet | None]:
+    """(training records, `data.eval_dataset`'s or None), checked to be in one format, so the eval
+    loss is on the kind of tokens training optimises."""
+    train_set, eval_set = load_train(cfg), load_eval(cfg)
+    if eval_set is not None and (eval_set.format, eval_set.kind) != (train_set.format, train_set.kind):
+        raise UserError(f"data.eval_dataset {eval_set.source} holds {eval_set.format} records but {train_set.source} "
+                        f"holds {train_set.format}: give both in one format, so the eval loss is on the kind of "
+                        "tokens training optimises")
+    return train_set, eval_set
+
+
 def _usable(raw: list[Any], source: str, cfg: DataConfig, limit: int, minimum: int) -> RecordSet:
     fmt, records = shapes.check_all(raw, source, cfg.format)
     if cfg.exact_match and fmt == "text":

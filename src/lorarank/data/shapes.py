@@ -163,6 +163,9 @@ def _chat(turns: list[Record], trained: list[int], where: str, field: str) -> Re
     if not trained:
         raise UserError(f"{where} has no assistant turn in '{field}': the loss is on assistant turns, so every "
                         "conversation needs at least one")
+    if trained[0] == 0:  # nothing to condition the first answer on, and templates cannot render an empty prefix
+        raise UserError(f"{where} starts with an assistant turn in '{field}': start each conversation with a user "
+                        "(or system) turn")
     return {"messages": turns, "trained": trained}
 
 

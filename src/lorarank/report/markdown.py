@@ -98,6 +98,8 @@ def answer_small_vs_large(pol: PolicySummary) -> str:
     d = cmp_.difference
     ci = f" (95% CI {d.low:+.4f} .. {d.high:+.4f})" if d.low is not None else ""
     words = {"equivalent": f"**Yes — rank {small} does as well as rank {large}**",
+             "tied": f"**Seemingly — rank {small} is within the one-seed tolerance of rank {large}**",
+             "inconclusive": f"**Undecided — rank {small} is not shown worse than rank {large}, nor equivalent**",
              "worse": f"**No — rank {small} is worse than rank {large}**",
              "better": f"**Rank {small} does better than rank {large}**"}[cmp_.verdict]
     text = (f"{words} on eval loss: difference (r={small} − r={large}) = {d.mean:+.4f} "
@@ -106,8 +108,8 @@ def answer_small_vs_large(pol: PolicySummary) -> str:
     if acc:
         a = acc.difference
         aci = f" (95% CI {100 * a.low:+.1f} .. {100 * a.high:+.1f} points)" if a.low is not None else ""
-        text += (f" On task accuracy the difference is {100 * a.mean:+.1f} points{aci}: "
-                 f"{acc.verdict} ({acc.rule}).")
+        verdict = {"inconclusive": "no difference shown, and no equivalence either"}.get(acc.verdict, acc.verdict)
+        text += f" On task accuracy the difference is {100 * a.mean:+.1f} points{aci}: {verdict} ({acc.rule})."
     return text
 
 

@@ -32,7 +32,7 @@ def _tested(rec: Recommendation, unit: str, fmt, size) -> str:
     best, r = rec.best, rec.recommended
     n = max(t.n for t in rec.tests.values())
     if r == best and r == min(rec.tests):
-        lead = f"**Rank {r}**: the smallest rank swept has the best eval loss"
+        lead = f"**Rank {r}**: the smallest rank swept has the best {'task accuracy' if rec.higher_is_better else 'eval loss'}"
     elif r == best:
         lead = f"**Rank {r}**, the best rank: no smaller rank is shown equivalent to it"
     else:
@@ -121,7 +121,7 @@ def recommendation_line(analysis: Analysis) -> str:
 def _trend_words(tr, grows: str, shrinks: str) -> str:
     if tr is None:
         return "not measured"
-    ci = f" (95% CI {tr.low:+.4g} .. {tr.high:+.4g})" if tr.low is not None else ""
+    ci = f" ({tr.level:.0%} CI {tr.low:+.4g} .. {tr.high:+.4g})" if tr.low is not None else ""
     if tr.verdict == "none":
         return f"none at any rank (0 in all {tr.n} trials)"
     words = {"grows": grows, "shrinks": shrinks, "no trend": "no trend with rank shown",
@@ -135,7 +135,8 @@ def forgetting_section(pol: PolicySummary, baseline: dict | None) -> list[str]:
         return ["No general-text loss was measured (`eval.general_text: none`)."]
     source = ((baseline or {}).get("general_text") or {}).get("source", "general text")
     base = (baseline or {}).get("general_loss")
-    lines = [f"Loss on held-out general text ({source}; base model {base:.4f}) after training: an increase is "
+    base_text = f"{base:.4f}" if base is not None else "not measured, so no forgetting"
+    lines = [f"Loss on held-out general text ({source}; base model {base_text}) after training: an increase is "
              "forgetting (Biderman et al. 2024, \"LoRA Learns Less and Forgets Less\"). Learning = the eval-loss "
              "gain over the base model. Intruder dimensions (Shuttleworth et al. 2024): top singular vectors of "
              "W + ΔW unlike every singular vector of W.", "",
@@ -169,7 +170,7 @@ def capacity_section(pol: PolicySummary) -> list[str]:
     rows, top = pol.rows, max(pol.ranks)
     lines = ["LoRA Without Regret (2025): LoRA keeps up while its parameters are plentiful relative to the "
              "trained tokens; low ranks then fall behind the high-rank curve. Divergence step = the eval step "
-             f"from which a rank's eval loss stays above rank {top}'s by more than the seed noise.", "",
+             f"from which a rank's eval loss stays above rank {top}'s by more than the seed noise (the rule below).", "",
              "| Rank | Params per trained token | Divergence from the highest rank | ‖A − A₀‖ / ‖A₀‖ |",
              "|---:|---:|---:|---:|"]
     for r in pol.ranks:
@@ -177,9 +178,9 @@ def capacity_section(pol: PolicySummary) -> list[str]:
         step = "—" if r == top else ("n/a" if d is None else "never" if d.step is None else f"step {d.step}")
         ppt = f"{rows[r].params_per_token:.1f}" if rows[r].params_per_token is not None else "n/a"
         lines.append(f"| {r} | {ppt} | {step} | {fmt_est(rows[r].a_relative_change, 3)} |")
-    rules = {d.rule for d in pol.divergence.values()}
+    rules = sorted({d.rule for d in pol.divergence.values()})
     if rules:
-        lines += ["", f"Divergence rule: {rules.pop()}."]
+        lines += ["", f"Divergence rule: {'; '.join(rules)}."]
     s = pol.rank_scaling
     if s is not None:
         ci = f" (95% CI {s.low:.2f} .. {s.high:.2f})" if s.low is not None else ""
