@@ -128,3 +128,22 @@ def test_a_full_disk_for_real_then_freed(tmp_path):
         assert (out / "README.md").is_file()
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+def test_a_second_config_is_refused_where_sweep_json_is_written(tmp_path):
+    """Two processes with different configs start on one new directory: both pass the start-up check
+    (no sweep.json yet); the one that writes sweep.json second is refused, under the lock, before it
+    trains anything."""
+    from lorarank.config import load_config
+    from lorarank.errors import UserError
+    from lorarank.sweep import _write_sweep_file, prepare_output_dir
+
+    first = load_config(None, {"sweep.output_dir": str(tmp_path), "train.max_steps": 5})
+    second = load_config(None, {"sweep.output_dir": str(tmp_path), "train.max_steps": 6})
+    assert prepare_output_dir(first) == prepare_output_dir(second) == tmp_path  # both started
+    info = {"data": {}, "environment": {}}
+    _write_sweep_file(tmp_path, first, info)
+    before = (tmp_path / "sweep.json").read_bytes()
+    with pytest.raises(UserError, match=r"different config \(changed: train.max_steps\)"):
+        _write_sweep_file(tmp_path, second, info)
+    assert (tmp_path / "sweep.json").read_bytes() == before

@@ -118,18 +118,16 @@ def prepare_output_dir(cfg: Config) -> Path:
         tempfile.TemporaryFile(dir=out).close()  # a unique probe: concurrent runs do not collide
     except OSError as exc:
         raise UserError(f"output dir {out} is not writable ({exc.strerror}): pass --output-dir to a writable directory") from None
-    # Under the sweep lock, and the fingerprint written at once into a new directory: of two processes
-    # started together with different configs, the second is refused here, not after both have trained.
-    with store.locked(out / store.LOCK_DIR / "sweep.lock"):
-        _check_or_stake(out, cfg)
+    check_config(out, cfg)
     return out
 
 
-def _check_or_stake(out: Path, cfg: Config) -> None:
+def check_config(out: Path, cfg: Config) -> None:
+    """Refuse a directory whose sweep.json was written for another fixed config. Checked when the run
+    starts and again under the sweep lock before this run writes sweep.json (`_write_sweep_file`): of
+    two processes started together with different configs, the second stops there, before training."""
     sweep_file = out / store.SWEEP_FILE
-    if not sweep_file.is_file():
-        store.write_json(sweep_file, {"fingerprint": config_hash(fixed_config(cfg)), "fixed_config": fixed_config(cfg)})
-    else:
+    if sweep_file.is_file():
         previous = store.read_json(sweep_file)
         if previous.get("fingerprint") != config_hash(fixed_config(cfg)):
             old = previous.get("fixed_config", {})
@@ -213,6 +211,7 @@ def _write_sweep_file(out: Path, cfg: Config, info: dict) -> None:
     """sweep.json: the fixed config, its fingerprint, the union of axes run in this directory.
     Read-modify-write under the sweep's lock: concurrent processes each add their axes."""
     with store.locked(out / store.LOCK_DIR / "sweep.lock"):
+        check_config(out, cfg)
         _update_sweep_file(out, cfg, info)
 
 
