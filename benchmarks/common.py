@@ -38,9 +38,11 @@ def default_dtypes() -> list[str]:
     return list(DTYPES) if env.bf16_units(env.cpu_capability()) else ["float32"]
 
 
-def relative(path: str | Path) -> str:
-    """`path` relative to the repository root, as results record it."""
-    return os.path.relpath(Path(path).resolve(), ROOT)
+def relative(path: str | Path) -> str | None:
+    """`path` relative to the repository root, as results record it; None for a path outside the
+    repository, which would only name the measuring machine's layout."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else None
 
 
 def from_root(path: str | Path) -> Path:

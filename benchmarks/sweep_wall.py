@@ -89,6 +89,10 @@ def main(argv=None) -> int:
 
     if args.floor_only:
         report = json.loads(Path(args.out).read_text())
+        if not isinstance(report.get("lorarank"), dict) or not report.get("workdir"):
+            print(f"error: {args.out} was written by an earlier version of this benchmark (no per-precision "
+                  "results, or its sweeps ran outside the repository): run it without --floor-only", file=sys.stderr)
+            return 2
         for dtype, ours in report["lorarank"].items():
             runs = json.loads((from_root(report["workdir"]) / f"lorarank_{dtype}" / "all_results.json").read_text())
             ours["floor"] = gemm_floor(str(from_root(report["config"])), runs, dtype)

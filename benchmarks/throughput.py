@@ -127,8 +127,10 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default="outputs/benchmarks/throughput", help="where the peer writes its files")
     p.add_argument("--rounds", type=int, default=3, help="rounds of every leg, run in turn; medians reported")
     p.add_argument("--peaks-only", action="store_true", help="measure and print the matmul peaks, train nothing")
-    p.add_argument("--out", default="benchmarks/results/throughput.json")
+    p.add_argument("--out", default=None, help="default: benchmarks/results/throughput.json, or "
+                   "benchmarks/results/matmul_peaks.json with --peaks-only (the per-trial results stay)")
     args = p.parse_args(argv)
+    args.out = args.out or f"benchmarks/results/{'matmul_peaks' if args.peaks_only else 'throughput'}.json"
     dtypes = sorted(set(args.dtypes), key=("float32", "bfloat16").index)
     report = {"machine": machine(args.threads),
               "settings": {**vars(args), "workdir": relative(args.workdir), "out": relative(args.out)}}

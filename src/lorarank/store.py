@@ -225,11 +225,21 @@ def reserve(out_dir: Path, trial_id: str, name: str) -> str | None:
             owner = _owner(out_dir / candidate)
             if owner in (None, trial_id):
                 if owner is None:
-                    with writing(out_dir / candidate):
-                        (out_dir / candidate).mkdir(parents=True, exist_ok=True)
-                        write_bytes_atomic(out_dir / candidate / OWNER_FILE, trial_id.encode())
+                    _write_owner(out_dir / candidate, trial_id)
                 return candidate
     raise RuntimeError(f"no free directory for trial {trial_id} ({name}) in {out_dir}")
+
+
+def _write_owner(trial_dir: Path, trial_id: str) -> None:
+    """One small write() in place, under the directory lock: no temp file that a process killed at
+    this moment would leave behind (an empty file reads as free and is written again)."""
+    with writing(trial_dir):
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(trial_dir / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, trial_id.encode())
+        finally:
+            os.close(fd)
 
 
 def holder(out_dir: Path, trial_id: str) -> str:
