@@ -44,7 +44,7 @@ class ModelConfig:
     dtype: str = "auto"
     """The frozen base's dtype and autocast's; adapters and AdamW state stay float32. `auto` is
     bfloat16 where the hardware multiplies it natively (a CPU with AMX or AVX512-BF16, a GPU that
-    supports it) and otherwise float32 on CPU (bf16 products are emulated, ~75x slower) or float16
+    supports it) and otherwise float32 on CPU (bf16 products are emulated, ~70x slower) or float16
     on CUDA. An explicit value is always honoured."""
     load_in_4bit: bool = False
     """QLoRA: hold the frozen base in 4-bit NF4 with double quantization (bitsandbytes, CUDA only);

@@ -27,7 +27,7 @@ from lorarank.errors import UserError
 
 # bf16 products without bf16 units, measured by benchmarks/throughput.py (matmul_peaks) on an AVX2
 # CPU at a training step's shape: torch emulates them
-EMULATED_BF16 = "bf16 products are emulated on this CPU, about 75x slower than fp32 (1.3 vs 97 GFLOP/s measured on AVX2)"
+EMULATED_BF16 = "bf16 products are emulated on this CPU, about 70x slower than fp32 (1.2 vs 86 GFLOP/s measured on an AVX2 CPU)"
 
 
 def has_bf16_units(device: torch.device) -> bool:
