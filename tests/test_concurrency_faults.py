@@ -147,3 +147,28 @@ def test_a_second_config_is_refused_where_sweep_json_is_written(tmp_path):
     with pytest.raises(UserError, match=r"different config \(changed: train.max_steps\)"):
         _write_sweep_file(tmp_path, second, info)
     assert (tmp_path / "sweep.json").read_bytes() == before
+
+
+def test_a_record_is_written_once_where_the_filesystem_has_no_hard_links(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    store.write_record(tmp_path, {"status": "ok"})
+    with pytest.raises(FileExistsError):
+        store.write_record(tmp_path, {"status": "changed"})
+    assert json.loads((tmp_path / "run_data.json").read_text()) == {"status": "ok"}
+    assert [p.name for p in tmp_path.iterdir()] == ["run_data.json"]  # no temp file left
+
+
+def test_only_a_trials_own_failed_or_unreadable_record_is_archived(tmp_path):
+    (tmp_path / "run_data.json").write_text('{"trial_id": "a", "sta')  # cut short: not a record
+    assert store.archive_failed_attempt(tmp_path, "a") == tmp_path / "failed_attempts" / "1"
+    store.write_record(tmp_path, {"trial_id": "a", "status": "ok"})
+    with pytest.raises(RuntimeError, match="never moved"):  # a finished record stays where it is
+        store.archive_failed_attempt(tmp_path, "a")
+    other = tmp_path / "other"
+    store.write_record(other, {"trial_id": "b", "status": "failed"})
+    with pytest.raises(RuntimeError, match="trial b"):  # another trial's record is not this trial's to move
+        store.archive_failed_attempt(other, "a")
+    assert json.loads((tmp_path / "run_data.json").read_text())["status"] == "ok"

@@ -93,3 +93,16 @@ def test_plan_original_preset_from_config_only_dir(tmp_path, capsys):
     assert [r["trainable_params"] for r in plan["ranks"]] == [2_523_136 * r for r in (8, 16, 32, 64)]
     assert plan["ranks"][0]["trainable_params"] == 20_185_088
     assert plan["ranks"][-1]["flop_overhead"] < 0.05  # under 5% for a 7B model
+
+
+def test_plan_stays_offline_for_hub_data():
+    """plan counts tokens from local data only: a hub dataset or hub eval set is named, not downloaded."""
+    from lorarank.config import load_config
+    from lorarank.plan import offline_reason
+
+    assert offline_reason(load_config(None)) is None  # the embedded model and suite
+    hub_eval = load_config(None, {"data.eval_dataset": "HuggingFaceTB/smoltalk"})
+    assert offline_reason(hub_eval) == ("eval dataset HuggingFaceTB/smoltalk is not a local file and plan does "
+                                        "not download it")
+    hub_train = load_config(None, {"data.dataset": "yahma/alpaca-cleaned"})
+    assert offline_reason(hub_train).startswith("dataset yahma/alpaca-cleaned is not a local file")

@@ -48,6 +48,8 @@ def offline_reason(cfg: Config) -> str | None:
             return f"{name} has no tokenizer files"
     if cfg.data.dataset != suite.NAME and not Path(cfg.data.dataset).expanduser().exists():
         return f"dataset {cfg.data.dataset} is not a local file and plan does not download it"
+    if cfg.data.eval_dataset and not Path(cfg.data.eval_dataset).expanduser().exists():
+        return f"eval dataset {cfg.data.eval_dataset} is not a local file and plan does not download it"
     return None
 
 

@@ -91,13 +91,31 @@ def write_once(path: Path, data: bytes) -> None:
     with writing(path):
         tmp = _write_temp(path, data)
     try:
-        os.link(tmp, path)  # FileExistsError propagates as itself: writing a record twice is a bug
+        try:
+            os.link(tmp, path)  # FileExistsError propagates as itself: writing a record twice is a bug
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            _replace_if_absent(tmp, path)
     except FileExistsError:
         raise
     except OSError as exc:
         raise storage_error(path, exc) from None
     finally:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# Filesystems without hard links (some FUSE, SMB and object-store mounts) answer link() with these
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+
+
+def _replace_if_absent(tmp: str, path: Path) -> None:
+    """write_once where link() is unsupported: check, then rename into place. Not atomic against a
+    second writer by itself, but a record's only writer is the process holding its trial's claim."""
+    if path.exists():
+        raise FileExistsError(errno.EEXIST, "a record is written once", str(path))
+    os.replace(tmp, path)
 
 
 def _clean(obj: Any) -> Any:
@@ -153,7 +171,10 @@ def archive_failed_attempt(trial_dir: Path, trial_id: str) -> Path | None:
     if not files:
         return None
     if (trial_dir / RUN_DATA).exists():
-        rec = read_json(trial_dir / RUN_DATA)
+        try:
+            rec = read_json(trial_dir / RUN_DATA)
+        except (OSError, json.JSONDecodeError):
+            rec = {"trial_id": trial_id}  # unreadable: not a record, archived like a failed attempt
         if rec.get("trial_id") != trial_id or rec.get("status") in FINAL_STATUSES:
             raise RuntimeError(f"{trial_dir} holds the record of trial {rec.get('trial_id')} "
                                f"({rec.get('status')}); it is never moved")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from lorarank.analysis.model import Analysis, PolicySummary, RankRow, SubspaceEntry
+from lorarank.analysis.recommend import SETTLE_SEEDS
 from lorarank.report.fmt import fmt_est, line_text
 from lorarank.report.which_rank import capacity_section, forgetting_section, which_rank_section
 
@@ -247,14 +248,14 @@ def related_links(sweep: dict) -> list[str]:
     return [f"- [{title}]({os.path.relpath(os.path.join('docs', 'concepts', name), out_dir)})" for name, title in docs]
 
 
-def caveats(sweep: dict, pol: PolicySummary) -> list[str]:
+def caveats(sweep: dict, pol: PolicySummary, tolerance: float) -> list[str]:
     cfg = sweep["config"]
     data = sweep["data"]
     out = [f"- **Scaling policy `{pol.policy}`:** " + POLICY_TEXT[pol.policy].format(
         alpha=cfg["lora"]["alpha"], gammas=_gammas(pol.rows))]
     if pol.n_seeds == 1:
-        out.append(f"- **One seed per rank:** differences below about {100 * cfg['report']['tolerance']:.0f}% "
-                   "are treated as ties, but with one seed there is no noise estimate; rerun with `--seeds 3` for "
+        out.append(f"- **One seed per rank:** differences below about {100 * tolerance:.0f}% are treated as ties, "
+                   f"but with one seed there is no noise estimate; rerun with `--seeds {SETTLE_SEEDS}` for "
                    "confidence intervals.")
     else:
         out.append(f"- **{pol.n_seeds} seeds per rank**, paired (same data order and initialisation stream across "
@@ -339,7 +340,7 @@ def policy_sections(sweep: dict, baseline: dict | None, analysis: Analysis, pol:
         "", f"## Capacity{suffix}", "",
     ] + capacity_section(pol) + [
         "", f"## Caveats{suffix}", "",
-    ] + caveats(sweep, pol) + [""]
+    ] + caveats(sweep, pol, analysis.thresholds.tolerance) + [""]
 
 
 FILES = ["- `all_results.json`: every trial's `run_data.json`, keyed by rank (plus seed/LR/policy suffixes)",
