@@ -17,7 +17,14 @@ from conftest import TINY_ARGS, run_cli
 from lorarank import store
 
 
-def test_a_record_is_written_once(tmp_path):
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_record_is_written_once(tmp_path, monkeypatch, hard_links):
+    """Also where the filesystem has no hard links (some FUSE, SMB, object-store mounts)."""
+    if not hard_links:
+        def no_links(src, dst):
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_links)
     store.write_record(tmp_path, {"status": "ok"})
     with pytest.raises(FileExistsError):
         store.write_record(tmp_path, {"status": "changed"})
@@ -147,18 +154,6 @@ def test_a_second_config_is_refused_where_sweep_json_is_written(tmp_path):
     with pytest.raises(UserError, match=r"different config \(changed: train.max_steps\)"):
         _write_sweep_file(tmp_path, second, info)
     assert (tmp_path / "sweep.json").read_bytes() == before
-
-
-def test_a_record_is_written_once_where_the_filesystem_has_no_hard_links(tmp_path, monkeypatch):
-    def no_links(src, dst):
-        raise OSError(errno.EPERM, "Operation not permitted")
-
-    monkeypatch.setattr(os, "link", no_links)
-    store.write_record(tmp_path, {"status": "ok"})
-    with pytest.raises(FileExistsError):
-        store.write_record(tmp_path, {"status": "changed"})
-    assert json.loads((tmp_path / "run_data.json").read_text()) == {"status": "ok"}
-    assert [p.name for p in tmp_path.iterdir()] == ["run_data.json"]  # no temp file left
 
 
 def test_only_a_trials_own_failed_or_unreadable_record_is_archived(tmp_path):
