@@ -167,3 +167,16 @@ def test_only_a_trials_own_failed_or_unreadable_record_is_archived(tmp_path):
     with pytest.raises(RuntimeError, match="trial b"):  # another trial's record is not this trial's to move
         store.archive_failed_attempt(other, "a")
     assert json.loads((tmp_path / "run_data.json").read_text())["status"] == "ok"
+
+
+def test_a_directory_holding_a_foreign_record_is_left_alone(tmp_path):
+    """rank_2 holds a run_data.json without a trial id (not lorarank's, or cut short): the trial
+    takes a directory of its own and the file is neither moved nor rewritten."""
+    foreign = tmp_path / "rank_2" / "run_data.json"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text('{"rank": 2, "final_eval_loss": 1.0}')
+    name = store.reserve(tmp_path, "abcdef1234567890", "rank_2")
+    assert name == "rank_2_abcdef12" and (tmp_path / name / store.OWNER_FILE).read_text() == "abcdef1234567890"
+    assert store.reserve(tmp_path, "abcdef1234567890", "rank_2") == name  # the same trial again: its own
+    assert foreign.read_text() == '{"rank": 2, "final_eval_loss": 1.0}'
+    assert not (tmp_path / "rank_2" / store.OWNER_FILE).exists()

@@ -220,16 +220,26 @@ def claim(out_dir: Path, trial_id: str) -> contextlib.AbstractContextManager[boo
 OWNER_FILE = ".trial_id"  # in a trial directory: the id of the one trial that writes there
 
 
+UNKNOWN_OWNER = "?"
+
+
 def _owner(trial_dir: Path) -> str | None:
-    """The trial a directory belongs to: its owner file, else its record (directories of earlier
-    versions), else None (free, or an interrupted trial of an earlier version)."""
-    for name, read in ((OWNER_FILE, lambda p: p.read_text().strip()),
-                       (RUN_DATA, lambda p: read_json(p).get("trial_id"))):
-        try:
-            return read(trial_dir / name) or None
-        except (OSError, json.JSONDecodeError, AttributeError):
-            continue
-    return None
+    """The trial a directory belongs to: its owner file; else its record's trial id (directories of
+    earlier versions), or UNKNOWN_OWNER for a record without a readable one (someone else's file,
+    never to be moved); else None: free, or an interrupted trial of an earlier version."""
+    try:
+        owner = (trial_dir / OWNER_FILE).read_text().strip()
+        if owner:
+            return owner
+    except OSError:
+        pass
+    if not (trial_dir / RUN_DATA).exists():
+        return None
+    try:
+        rec = read_json(trial_dir / RUN_DATA)
+    except (OSError, json.JSONDecodeError):
+        return UNKNOWN_OWNER
+    return (rec.get("trial_id") if isinstance(rec, dict) else None) or UNKNOWN_OWNER
 
 
 def reserve(out_dir: Path, trial_id: str, name: str) -> str | None:
