@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from lorarank import fastpath
 from lorarank.config import TrainConfig
 from lorarank.data.format import Example
-from lorarank.model import autocast
+from lorarank.model import autocast, compute_dtype
 
 
 @dataclass
@@ -154,7 +154,7 @@ def packing_matches(model, examples: list[Example], pad_id: int, device: torch.d
     half precision, whose kernels round differently for different row layouts."""
     packed, _ = completion_loss(model, collate_packed(examples, device))
     padded, _ = completion_loss(model, collate(examples, pad_id, device))
-    tol = 1e-4 if model.get_input_embeddings().weight.dtype == torch.float32 else 1e-2
+    tol = 1e-4 if compute_dtype(model) == torch.float32 else 1e-2
     return bool(torch.isclose(packed, padded, rtol=tol, atol=tol))
 
 

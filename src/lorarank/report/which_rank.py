@@ -32,7 +32,8 @@ def _tested(rec: Recommendation, unit: str, fmt, size) -> str:
     best, r = rec.best, rec.recommended
     n = max(t.n for t in rec.tests.values())
     if r == best and r == min(rec.tests):
-        lead = f"**Rank {r}**: the smallest rank swept has the best {'task accuracy' if rec.higher_is_better else 'eval loss'}"
+        metric = "task accuracy" if rec.higher_is_better else "eval loss"
+        lead = f"**Rank {r}**: the smallest rank swept has the best {metric}"
     elif r == best:
         lead = f"**Rank {r}**, the best rank: no smaller rank is shown equivalent to it"
     else:
