@@ -129,10 +129,11 @@ def load_mixing_base(cfg: ModelConfig, device: torch.device):
     return model, tok
 
 
-def test_a_model_that_mixes_packed_examples_is_trained_with_padding(monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # the check must see mixing in either precision
+def test_a_model_that_mixes_packed_examples_is_trained_with_padding(monkeypatch, dtype):
     import lorarank.runner as runner_mod
 
-    cfg = load_config(TINY_CONFIG)
+    cfg = load_config(TINY_CONFIG, {"model.dtype": dtype})
     mixing, tok = load_mixing_base(cfg.model, CPU)
     fastpath.enable(mixing)  # leaves an attention implementation it does not know alone
     assert not fastpath.per_example_attention(mixing)

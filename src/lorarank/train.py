@@ -150,12 +150,29 @@ def make_batch(examples: list[Example], pad_id: int, device: torch.device, packe
 @torch.no_grad()
 def packing_matches(model, examples: list[Example], pad_id: int, device: torch.device) -> bool:
     """Does this model keep packed examples apart? (transformers' own models do; remote code may
-    not.) Compares the packed and the padded loss of a few examples, to 1e-4 in fp32 and to 1e-2 in
-    half precision, whose kernels round differently for different row layouts."""
-    packed, _ = completion_loss(model, collate_packed(examples, device))
-    padded, _ = completion_loss(model, collate(examples, pad_id, device))
+    not.) Two checks on the first examples, both needed:
+    - apart: the loss of an example packed after another must not change when that other example's
+      tokens change (reversed, same length). Rows are computed independently in every precision, so
+      a model that keeps examples apart gives the same bits, and one that mixes them moves the loss
+      by far more than 1e-4: a test that rounding cannot blur, in bf16 as in fp32;
+    - same maths: the packed and the padded loss agree, to 1e-4 in fp32 and 1e-2 in half precision
+      (whose kernels round differently for different row layouts)."""
+    with torch.no_grad():
+        apart = len(examples) < 2 or _unchanged_by_its_neighbour(model, examples[0], examples[1], device)
+        packed, _ = completion_loss(model, collate_packed(examples, device))
+        padded, _ = completion_loss(model, collate(examples, pad_id, device))
     tol = 1e-4 if compute_dtype(model) == torch.float32 else 1e-2
-    return bool(torch.isclose(packed, padded, rtol=tol, atol=tol))
+    return apart and bool(torch.isclose(packed, padded, rtol=tol, atol=tol))
+
+
+def _unchanged_by_its_neighbour(model, first: Example, probe: Example, device: torch.device) -> bool:
+    """Is `probe`'s loss, packed after `first`, the same when `first`'s tokens are reversed? `first`
+    carries no loss (an empty trained span), so each packed row's loss is the probe's alone."""
+    lead = dataclasses.replace(first, trained=((1, 1),))
+    other = dataclasses.replace(lead, input_ids=lead.input_ids[::-1])
+    loss, _ = completion_loss(model, collate_packed([lead, probe], device))
+    moved, _ = completion_loss(model, collate_packed([other, probe], device))
+    return bool(torch.isclose(loss, moved, rtol=1e-4, atol=1e-4))
 
 
 def real_tokens(batch: dict[str, torch.Tensor]) -> int:
