@@ -53,9 +53,31 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {platform.machine()})"
 
 
+# LORARANK_CPU=<profile> makes lorarank decide as on another kind of CPU: `model.dtype: auto` then
+# resolves as it would there, so a test suite on an AVX2 host exercises the bf16 path an AMX host takes
+# (and the reverse). It changes decisions only: the kernels torch runs stay this CPU's, and every
+# record names the profile it was decided under (`cpu["profile"]`).
+CPU_ENV = "LORARANK_CPU"
+CPU_PROFILES = {
+    "amx": {"capability": "AVX512", "amx_tile": True, "avx512_bf16": True},  # Intel Xeon, Sapphire Rapids on
+    "avx512-bf16": {"capability": "AVX512", "amx_tile": False, "avx512_bf16": True},  # AMD EPYC Zen 4 on
+    "avx512": {"capability": "AVX512", "amx_tile": False, "avx512_bf16": False},  # Xeon before Sapphire Rapids
+    "avx2": {"capability": "AVX2", "amx_tile": False, "avx512_bf16": False},  # no bf16 units
+}
+
+
 def cpu_capability() -> dict:
     """The CPU's vector units as torch sees them: they decide how fast fp32 and bf16 matmuls run
-    (bf16 is emulated, and slow, without AVX512-BF16 or AMX)."""
+    (bf16 is emulated, and slow, without AVX512-BF16 or AMX). Under LORARANK_CPU, the named
+    profile's units instead, with `profile` saying so."""
+    profile = os.environ.get(CPU_ENV, "").strip().lower()
+    if profile:
+        if profile not in CPU_PROFILES:
+            from lorarank.errors import UserError
+
+            raise UserError(f"{CPU_ENV}={profile!r} is not a CPU profile: use one of {', '.join(CPU_PROFILES)}, "
+                            f"or unset {CPU_ENV} to use this CPU's own units")
+        return {**CPU_PROFILES[profile], "profile": profile}
     return {"capability": torch.backends.cpu.get_cpu_capability(), "amx_tile": torch.cpu._is_amx_tile_supported(),
             "avx512_bf16": torch.cpu._is_avx512_bf16_supported()}
 
