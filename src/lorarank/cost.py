@@ -87,6 +87,11 @@ def train_flops_per_token(shape: Shape, rank: int, head_share: float) -> float:
     return frozen_train_flops_per_token(shape, head_share) + lora_train_flops_per_token(shape, rank)
 
 
+def full_train_flops_per_token(shape: Shape, head_share: float) -> float:
+    """Full fine-tuning: every weight also needs its weight gradient, Kaplan's 6·N (body and head)."""
+    return 3 * FLOPS_PER_MAC * (shape.body + shape.head * head_share)
+
+
 def eval_flops_per_token(shape: Shape, rank: int, head_share: float) -> float:
     """Forward only: 2·N_body + 2·N_head·f + 2·r·P."""
     return FLOPS_PER_MAC * (shape.body + shape.head * head_share + rank * shape.params_per_rank)

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import torch
 
-from lorarank import env, lora, store
+from lorarank import cost, env, lora, store
 from lorarank.env import log
 from lorarank.config import Config, config_hash
 from lorarank.data.format import prepare
 from lorarank.evaluate import dataset_accuracy
 from lorarank.model import compute_dtype, load_base, pick_device
 from lorarank.probes import Probes
-from lorarank.train import eval_batch_size, eval_loss, packing_matches
+from lorarank.progress import SweepCost
+from lorarank.train import eval_batch_size, eval_loss, packing_matches, total_steps
 from lorarank.trial import Trial, run_trial
 
 
@@ -39,6 +40,16 @@ class TrialRunner:
             log("this model mixes packed examples in attention: padding batches instead (slower, same results)")
             self.cfg.train.packing = False
         self.probes = Probes.setup(cfg.eval, self.tok)
+
+    def total_steps(self) -> int:
+        """Optimizer steps of every trial (the same for every rank)."""
+        return total_steps(self.cfg.train, len(self.data.train))
+
+    def sweep_cost(self) -> SweepCost:
+        """The cost model's view of this model and data, to weigh the trials in the sweep's ETA."""
+        train = self.data.train
+        f = cost.head_share(sum(e.n_completion for e in train), sum(len(e.input_ids) for e in train))
+        return SweepCost(cost.Shape.of(self.base, self.cfg.lora.target_modules), f)
 
     def describe(self) -> dict:
         """Data statistics and the environment, for sweep.json."""

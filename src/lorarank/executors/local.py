@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from tqdm.auto import tqdm
-
 from lorarank.config import Config
+from lorarank.progress import SweepBar, trial_bar
 from lorarank.runner import TrialRunner
 from lorarank.trial import Trial
 
@@ -17,9 +16,9 @@ def run_local(cfg: Config, out: Path, todo: list[tuple[Trial, dict]], progress: 
     runner = TrialRunner(cfg)
     on_setup(runner.describe())
     runner.baseline(out)
-    bar = tqdm(total=len(todo), desc="sweep", unit="trial", disable=not progress, position=0)
+    bar = SweepBar([t for t, _ in todo], runner.sweep_cost(), disable=not progress)
     for trial, tc in todo:
-        step_bar = tqdm(total=None, desc=trial.name, unit="step", leave=False, disable=not progress, position=1)
+        step_bar = trial_bar(trial.name, runner.total_steps(), disable=not progress)
 
         def tick(step: int, loss: float) -> None:
             step_bar.update(1)
@@ -27,6 +26,6 @@ def run_local(cfg: Config, out: Path, todo: list[tuple[Trial, dict]], progress: 
 
         outcome = runner.run(trial, tc, out, progress=tick)
         step_bar.close()
-        bar.update(1)
+        bar.finished(trial)
         on_result(*outcome)
     bar.close()

@@ -17,10 +17,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from tqdm.auto import tqdm
-
 from lorarank.config import Config
 from lorarank.errors import UserError
+from lorarank.progress import SweepBar
 from lorarank.runner import TrialRunner
 from lorarank.trial import Trial
 
@@ -88,10 +87,11 @@ def run_ray(cfg: Config, out: Path, todo: list[tuple[Trial, dict]], progress: bo
     try:
         on_setup(_get(ray, actors[0].describe.remote()))
         _get(ray, actors[0].baseline.remote(str(out)))
-        bar = tqdm(total=len(todo), desc=f"sweep ({n_workers} Ray workers)", unit="trial", disable=not progress)
+        bar = SweepBar([t for t, _ in todo], _get(ray, actors[0].sweep_cost.remote()), disable=not progress,
+                       desc=f"sweep ({n_workers} Ray workers)")
         pool = ActorPool(actors)
         for outcome in pool.map_unordered(lambda a, t: a.run.remote(t[0], t[1], str(out)), todo):
-            bar.update(1)
+            bar.finished(outcome[0])
             on_result(*outcome)
         bar.close()
     finally:
