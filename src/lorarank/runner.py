@@ -73,7 +73,11 @@ class TrialRunner:
         key = config_hash({"model": cfg.model.__dict__, "data": data.fingerprint, "acc": cfg.data.accuracy_examples,
                            "new_tokens": cfg.data.max_new_tokens, "general": self.probes.describe()})
         if path.is_file():
-            previous = store.read_json(path)
+            try:
+                previous = store.read_checked(path)
+            except store.UnreadableFile as exc:  # a cache of numbers this run can compute again
+                env.warn(f"{exc.what}; computing it again")
+                previous = {}
             if previous.get("key") == key:
                 return previous
         t0 = time.perf_counter()

@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from lorarank.errors import UserError
 
@@ -150,6 +150,71 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+class UnreadableFile(UserError):
+    """One of a sweep's own files cannot be used: truncated, empty, not text, or not the shape lorarank
+    writes. Commands that cannot go on without it stop with this one line; those that can (a run
+    retrains the trial, recomputes the base model's scores) warn with `what` and go on."""
+
+    def __init__(self, path: Path, problem: str):
+        self.what = f"{path} is unreadable: {problem}"
+        super().__init__(f"{self.what}; {_WHAT_TO_DO[path.name]}")
+
+
+# What each reader indexes without checking, by file; a record of another shape is unreadable.
+# (name, type) with type None = any value, present (a failed trial's losses are null).
+_REQUIRED = {
+    RUN_DATA: [("trial_id", str), ("name", str), ("rank", int), ("seed", int), ("status", str), ("config", dict),
+               ("learning_rate", (int, float)), ("alpha_policy", str), ("train_losses", list), ("eval_losses", list),
+               ("final_eval_loss", None), ("trainable_params", None)],
+    SWEEP_FILE: [("fingerprint", str), ("fixed_config", dict), ("config", dict), ("axes", dict)],
+    BASELINE_FILE: [("key", str), ("eval_loss", (int, float))],
+}
+
+_WHAT_TO_DO = {
+    RUN_DATA: "rerun `lorarank run` with the same config and --output-dir to train that trial again "
+              "(the file is kept under failed_attempts/), or move that trial's directory out to report without it",
+    SWEEP_FILE: "delete it and rerun `lorarank run` with the config that made this directory: it is written anew "
+                "and finished trials are kept and skipped",
+    BASELINE_FILE: "rerun `lorarank run` with the same config and --output-dir to compute it again (finished trials "
+                   "are skipped), or delete it to report without the base model's row",
+}
+
+
+def _problem(path: Path) -> tuple[Any, str | None]:
+    """(the parsed file, None) or (None, what is wrong with it)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, f"cannot read it: {exc.strerror or exc}"
+    if not raw.strip():
+        return None, "it is empty"
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "it is not text"
+    except json.JSONDecodeError as exc:
+        return None, f"it is not valid JSON ({exc.msg} at line {exc.lineno}; truncated?)"
+    if not isinstance(doc, dict):
+        return None, f"it holds a JSON {type(doc).__name__}, not an object"
+    for key, kind in _REQUIRED[path.name]:
+        if key not in doc:
+            return None, f"it has no '{key}'"
+        if kind is not None and (not isinstance(doc[key], kind) or isinstance(doc[key], bool)):
+            return None, f"its '{key}' is not a {getattr(kind, '__name__', 'number')}"
+    return doc, None
+
+
+def read_checked(path: Path) -> dict:
+    """A sweep's run_data.json, sweep.json or baseline.json, parsed and checked for the keys its
+    readers use; UnreadableFile (one line: the file, what is wrong, what to do) otherwise. The one
+    rule every reader of a sweep directory follows."""
+    path = Path(path)
+    doc, problem = _problem(path)
+    if problem:
+        raise UnreadableFile(path, problem)
+    return doc
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     if rows:
@@ -172,8 +237,8 @@ def archive_failed_attempt(trial_dir: Path, trial_id: str) -> Path | None:
         return None
     if (trial_dir / RUN_DATA).exists():
         try:
-            rec = read_json(trial_dir / RUN_DATA)
-        except (OSError, json.JSONDecodeError):
+            rec = read_checked(trial_dir / RUN_DATA)
+        except UnreadableFile:
             rec = {"trial_id": trial_id}  # unreadable: not a record, archived like a failed attempt
         if rec.get("trial_id") != trial_id or rec.get("status") in FINAL_STATUSES:
             raise RuntimeError(f"{trial_dir} holds the record of trial {rec.get('trial_id')} "
@@ -236,10 +301,9 @@ def _owner(trial_dir: Path) -> str | None:
     if not (trial_dir / RUN_DATA).exists():
         return None
     try:
-        rec = read_json(trial_dir / RUN_DATA)
-    except (OSError, json.JSONDecodeError):
+        return read_checked(trial_dir / RUN_DATA)["trial_id"]
+    except UnreadableFile:
         return UNKNOWN_OWNER
-    return (rec.get("trial_id") if isinstance(rec, dict) else None) or UNKNOWN_OWNER
 
 
 def reserve(out_dir: Path, trial_id: str, name: str) -> str | None:
@@ -281,19 +345,21 @@ def holder(out_dir: Path, trial_id: str) -> str:
         return "?"
 
 
-def recorded_trials(out_dir: Path) -> dict[str, dict]:
-    """trial_id -> run_data for every readable run_data.json under out_dir (any status).
+def recorded_trials(out_dir: Path, on_unreadable: Callable[[UnreadableFile], None] | None = None) -> dict[str, dict]:
+    """trial_id -> run_data for every readable run_data.json under out_dir (any status); each
+    unreadable one is passed to `on_unreadable`, and not counted.
 
     A trial counts as recorded only through its run_data.json, which is written last and
     atomically; a directory without one is an interrupted trial."""
     found: dict[str, dict] = {}
     for f in sorted(out_dir.glob(f"*/{RUN_DATA}")):
         try:
-            data = read_json(f)
-        except (json.JSONDecodeError, OSError):
+            data = read_checked(f)
+        except UnreadableFile as exc:
+            if on_unreadable:
+                on_unreadable(exc)
             continue
-        if isinstance(data, dict) and data.get("trial_id"):
-            found[data["trial_id"]] = {**data, "_dir": f.parent.name}
+        found[data["trial_id"]] = {**data, "_dir": f.parent.name}
     return found
 
 
@@ -311,13 +377,13 @@ def load_sweep(out: Path) -> tuple[dict, dict | None, list[dict]]:
     if not sweep_file.is_file():
         raise UserError(f"{out} is not a lorarank sweep directory (no {SWEEP_FILE}): "
                         "pass the --output-dir of a finished `lorarank run`")
-    sweep = read_json(sweep_file)
+    sweep = read_checked(sweep_file)
     base_file = out / BASELINE_FILE
-    baseline = read_json(base_file) if base_file.is_file() else None
+    baseline = read_checked(base_file) if base_file.is_file() else None
     runs = []
     for f in sorted(out.glob(f"*/{RUN_DATA}")):
-        rd = read_json(f)
-        fixed = {k: v for k, v in rd.get("config", {}).items() if k != "trial"}
+        rd = read_checked(f)
+        fixed = {k: v for k, v in rd["config"].items() if k != "trial"}
         if fixed == sweep["fixed_config"]:
             runs.append(rd)
     if not runs:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from lorarank import store
 from lorarank.analysis.model import Analysis
 from lorarank.config import Config, config_hash
-from lorarank.env import log
+from lorarank.env import log, warn
 from lorarank.errors import UserError
 from lorarank.trial import Trial
 
@@ -128,7 +128,7 @@ def check_config(out: Path, cfg: Config) -> None:
     two processes started together with different configs, the second stops there, before training."""
     sweep_file = out / store.SWEEP_FILE
     if sweep_file.is_file():
-        previous = store.read_json(sweep_file)
+        previous = store.read_checked(sweep_file)
         if previous.get("fingerprint") != config_hash(fixed_config(cfg)):
             old = previous.get("fixed_config", {})
             changed = _changed_keys(old, fixed_config(cfg))
@@ -168,7 +168,7 @@ def run_sweep(cfg: Config, progress: bool = True) -> SweepOutcome:
     start = time.perf_counter()
     check_data(cfg)
     out = prepare_output_dir(cfg)
-    recorded = store.recorded_trials(out)
+    recorded = store.recorded_trials(out, on_unreadable=_retrained)
     trials = place(expand(cfg), recorded)
     done = {tid for tid, rd in recorded.items() if rd.get("status") in store.FINAL_STATUSES}
     todo = [(t, tc) for t, tc in trials if t.trial_id not in done]
@@ -197,6 +197,11 @@ def run_sweep(cfg: Config, progress: bool = True) -> SweepOutcome:
     return outcome
 
 
+def _retrained(exc: store.UnreadableFile) -> None:
+    warn(f"{exc.what}; not a finished trial: the trial it belongs to is trained again, and the file kept "
+         f"under that directory's {store.ATTEMPTS_DIR}/")
+
+
 def summary_line(r: dict) -> str:
     acc = f", accuracy {r['accuracy']['overall']:.1%}" if r.get("accuracy") else ""
     if r["status"] != "ok":
@@ -217,7 +222,7 @@ def _write_sweep_file(out: Path, cfg: Config, info: dict) -> None:
 
 def _update_sweep_file(out: Path, cfg: Config, info: dict) -> None:
     path = out / store.SWEEP_FILE
-    previous = store.read_json(path) if path.is_file() else {}
+    previous = store.read_checked(path) if path.is_file() else {}
     axes = previous.get("axes", {})
     for axis in ("ranks", "seeds", "learning_rates", "alpha_policies", "full_finetune_lrs"):
         merged = list(axes.get(axis, [])) + [v for v in getattr(cfg.sweep, axis) if v not in axes.get(axis, [])]
@@ -240,7 +245,7 @@ def aggregate(out: Path, wall_seconds: float, trained_any: bool) -> Analysis:
     from lorarank.report import build_report
 
     with store.locked(out / store.LOCK_DIR / "sweep.lock"):
-        sweep = store.read_json(out / store.SWEEP_FILE)
+        sweep = store.read_checked(out / store.SWEEP_FILE)
         if trained_any:
             sweep["invocations"] = sweep.get("invocations", []) + [
                 {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": wall_seconds, "pid": os.getpid()}]
