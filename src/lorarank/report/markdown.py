@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 
-from lorarank.analysis.model import (Analysis, PolicySummary, RankRow, Returns, SubspaceEntry, SubspaceLevel,
-                                     Verdict)
+from lorarank.analysis.model import Analysis, PolicySummary, RankRow, Returns, SubspaceEntry, SubspaceLevel
 from lorarank.analysis.setup import Baseline, Setup
 from lorarank.analysis.stats import Outcome
 from lorarank.analysis.units import Units
 from lorarank.report.fmt import fmt_est, line_text
-from lorarank.report.which_rank import (LOSS, capacity_section, forgetting_section, which_rank_section)
+from lorarank.report.which_rank import LOSS, capacity_section, forgetting_section, which_rank_section
 
 POLICY_TEXT = {
     "constant": ("alpha is fixed at {alpha:g}, so the scale gamma = alpha/r falls as rank grows "

@@ -150,7 +150,7 @@ def _accuracy_panel(ax, rows: dict[int, RankRow], ranks: list[int], colors, base
     ax.set_ylim(0, 105)
     ax.set_xlabel("LoRA rank (base = no adapter)")
     ax.set_ylabel("exact-match accuracy (%)")
-    ax.set_title("Task accuracy: overall (bars) and per family (lines)")
+    ax.set_title("Task accuracy: overall (bars, mean ± 95% CI) and per family (lines)")
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.grid(True, alpha=0.3, axis="y")
 
