@@ -161,3 +161,13 @@ def test_no_base_model_gives_no_margin_and_no_equivalence():
     assert pol.recommendation is None and pol.pair.loss.outcome is Outcome.WORSE and pol.pair.loss.margin is None
     assert all(h.verdict is Verdict.INCONCLUSIVE for h in pol.hypotheses)
     assert "no base model" in pol.hypotheses[0].evidence
+
+
+def test_no_rank_improving_on_the_base_model_gives_no_margin():
+    analysis = analyse({8: [1.5, 1.52, 1.48], 64: [1.2, 1.21, 1.19]}, base=1.0)
+    pol = analysis.policies["constant"]
+    assert pol.recommendation.recommended is None and "no rank improved" in pol.recommendation.reason
+    assert pol.returns.verdict is Returns.INCONCLUSIVE
+    text = readme(analysis)
+    assert "**No recommendation: no rank improved on the base model" in text
+    assert "**Inconclusive.** No equivalence can be tested: no rank improved" in line_of(text, "1. ")

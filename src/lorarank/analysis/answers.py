@@ -27,7 +27,7 @@ def diminishing_returns(rec: Recommendation | None, ranks: list[int],
     if rec is not None and rec.recommended is not None and rec.recommended < top:
         return DiminishingReturns(Returns.DIMINISH, rec.recommended, None, steps)
     below = [r for r in ranks if r < top]
-    if rec is not None and rec.best == top and rec.comparisons[below[-1]].outcome is Outcome.WORSE:
+    if rec is not None and rec.comparisons and rec.best == top and rec.comparisons[below[-1]].outcome is Outcome.WORSE:
         return DiminishingReturns(Returns.NONE_SHOWN, None, rec.comparisons[below[-1]], steps)
     return DiminishingReturns(Returns.INCONCLUSIVE, None, None, steps)
 

@@ -17,7 +17,8 @@ import math
 
 from scipy import stats as sps
 
-from lorarank.analysis.capacity import GapTrajectory, RankScaling, gap_trajectories, params_per_token, stable_rank_scaling
+from lorarank.analysis.capacity import (GapTrajectory, RankScaling, gap_trajectories, params_per_token,
+                                        stable_rank_scaling)
 from lorarank.analysis.model import Association, AssociationVerdict, Intruders, Thresholds, Trend, TrendVerdict
 from lorarank.analysis.recommend import Recommendation, recommend
 from lorarank.analysis.setup import Baseline
@@ -90,7 +91,8 @@ def forgetting_of(t: dict, baseline: Baseline | None) -> float | None:
 
 
 def forgetting_trend(chosen: dict[int, list[dict]], baseline: Baseline | None) -> Trend | None:
-    return trend("forgetting", [(t["rank"], t["seed"], forgetting_of(t, baseline)) for ts in chosen.values() for t in ts])
+    points = [(t["rank"], t["seed"], forgetting_of(t, baseline)) for ts in chosen.values() for t in ts]
+    return trend("forgetting", points)
 
 
 def intruder_trend(chosen: dict[int, list[dict]]) -> Trend | None:

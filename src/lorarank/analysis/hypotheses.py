@@ -43,13 +43,15 @@ def _against_best(rec: Recommendation, rank: int) -> tuple[bool, Comparison, str
 
 def underfit(rec: Recommendation) -> Hypothesis:
     equivalent, c, text = _against_best(rec, 8)
-    verdict = Verdict.REFUTED if equivalent else Verdict.CONFIRMED if c.outcome is Outcome.WORSE else Verdict.INCONCLUSIVE
+    worse = c.outcome is Outcome.WORSE
+    verdict = Verdict.REFUTED if equivalent else Verdict.CONFIRMED if worse else Verdict.INCONCLUSIVE
     return Hypothesis(8, CLAIMS[8], verdict, text)
 
 
 def as_good_as_best(rec: Recommendation, rank: int) -> Hypothesis:
     equivalent, c, text = _against_best(rec, rank)
-    verdict = Verdict.CONFIRMED if equivalent else Verdict.REFUTED if c.outcome is Outcome.WORSE else Verdict.INCONCLUSIVE
+    worse = c.outcome is Outcome.WORSE
+    verdict = Verdict.CONFIRMED if equivalent else Verdict.REFUTED if worse else Verdict.INCONCLUSIVE
     return Hypothesis(rank, CLAIMS[rank], verdict, text)
 
 
@@ -69,5 +71,8 @@ def hypotheses(rec: Recommendation | None, ranks: list[int], per_seed: dict[int,
     absent = lambda r: f"rank {r} was not part of this sweep"  # noqa: E731
     out = [underfit(rec) if 8 in ranks else _missing(8, absent(8))]
     out += [as_good_as_best(rec, r) if r in ranks else _missing(r, absent(r)) for r in (16, 32)]
-    out.append(plateau(rec, per_seed) if 64 in ranks and 32 in ranks else _missing(64, absent(64 if 64 not in ranks else 32)))
+    if 64 in ranks and 32 in ranks:
+        out.append(plateau(rec, per_seed))
+    else:
+        out.append(_missing(64, absent(64 if 64 not in ranks else 32)))
     return out

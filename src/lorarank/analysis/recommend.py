@@ -109,7 +109,8 @@ def recommend(per_seed: dict[int, dict[int, float]], base: float, share: float =
     if not means:
         why = "no rank has a finite value (every trial failed or diverged)"
         return Recommendation(**common, recommended=None, best=None, improvement=None, margin=None, comparisons={},
-                              sequence=[], stopped_at=None, tested=False, reason=why, lead=f"**No recommendation: {why}.**")
+                              sequence=[], stopped_at=None, tested=False, reason=why,
+                              lead=f"**No recommendation: {why}.**")
     best = min(means, key=lambda r: (sign * means[r], r))
     improvement = sign * (base - means[best])
     if not improvement > 0:
@@ -206,5 +207,6 @@ def _noise(tested: list[Comparison], margin: float, alpha: float) -> Noise | Non
 def _rule(share: float, higher_is_better: bool, alpha: float) -> str:
     gain = "best − base" if higher_is_better else "base − best"
     return (f"test downward from the best rank and stop at the first rank whose paired per-seed difference to the "
-            f"best has its {1 - 2 * alpha:.0%} CI outside ±δ (TOST at {alpha:.0%}); the pick is the last rank inside. "
+            f"best has its {1 - 2 * alpha:.0%} CI outside ±δ (TOST at {alpha:.0%}); the pick is the last rank "
+            "inside. "
             f"δ = {share:.0%} of the best rank's improvement over the base model ({gain})")

@@ -113,8 +113,8 @@ def answer_small_vs_large(pol: PolicySummary) -> str:
     if not pair:
         return "Only one rank was run."
     c = pair.loss
-    text = (f"**{HEADLINE[c.outcome]}** on eval loss: rank {pair.small} − rank {pair.large} = {LOSS.interval(c, True)}: "
-            f"{LOSS.outcome(c)}.")
+    text = (f"**{HEADLINE[c.outcome]}** on eval loss: rank {pair.small} − rank {pair.large} = "
+            f"{LOSS.interval(c, True)}: {LOSS.outcome(c)}.")
     if pair.accuracy:
         points = Units(higher_is_better=True)
         text += f" On task accuracy: {points.interval(pair.accuracy, True)}: {points.outcome(pair.accuracy)}"
@@ -227,8 +227,10 @@ def learned_section(pol: PolicySummary, full_ft: RankRow | None, strong_phi: flo
 
 SPACES = (("A", "A matrices (input directions; Hu et al.'s measure)"),
           ("delta_out", "ΔW output directions (left-singular vectors of B·A)"))
-SUBSPACE_WORDS = {SubspaceLevel.STRONG: "the strongest direction is strongly shared (Hu et al. call φ > {strong:g} strong).",
-                  SubspaceLevel.ABOVE_CHANCE: "the strongest direction is shared above chance, but weakly (φ < {strong:g}).",
+SUBSPACE_WORDS = {SubspaceLevel.STRONG: "the strongest direction is strongly shared "
+                                        "(Hu et al. call φ > {strong:g} strong).",
+                  SubspaceLevel.ABOVE_CHANCE: "the strongest direction is shared above chance, "
+                                              "but weakly (φ < {strong:g}).",
                   SubspaceLevel.CHANCE: "the strongest directions are not shared beyond chance."}
 
 
@@ -307,7 +309,9 @@ def _data_format(setup: Setup) -> str:
 def setup_table(setup: Setup) -> list[str]:
     s = setup
     dtype = s.dtype if s.compute_dtype == s.dtype else f"{s.dtype}: {s.compute_dtype}"
-    cpu = f"; CPU {s.cpu_capability}, bf16 units: {', '.join(s.bf16_units) or 'none'}" if s.bf16_units is not None else ""
+    cpu = ""
+    if s.bf16_units is not None:
+        cpu = f"; CPU {s.cpu_capability}, bf16 units: {', '.join(s.bf16_units) or 'none'}"
     return [
         "## Setup",
         "",
@@ -334,8 +338,8 @@ def policy_sections(analysis: Analysis, pol: PolicySummary) -> list[str]:
     suffix = f" (alpha policy `{pol.policy}`)" if len(analysis.policies) > 1 else ""
     lines = [f"## Results{suffix}", ""] + results_table(pol, analysis.baseline, analysis.full_finetune) + [""]
     lines += ["Loss = mean cross-entropy per trained token (nats); ± = 95% CI over seeds; train loss (end) = the mean "
-              "over the last quarter of the logged training windows; time = optimisation only (evaluation excluded); "
-              "tok/s counts every non-padding token trained on.", ""]
+              f"over the last {analysis.thresholds.train_tail_share:.0%} of the logged training windows; time = "
+              "optimisation only (evaluation excluded); tok/s counts every non-padding token trained on.", ""]
     fam = family_table(pol, analysis.baseline)
     if fam:
         lines += ["Exact-match accuracy per task family (greedy decoding of held-out prompts):", ""] + fam + [""]

@@ -62,7 +62,8 @@ def _ranges(means: list[float], ranges: list[tuple[float, float] | None]) -> lis
     which-rank figure, not here."""
     if not any(r and r[1] > r[0] for r in ranges):
         return None
-    return [[m - r[0] if r else 0.0 for m, r in zip(means, ranges)], [r[1] - m if r else 0.0 for m, r in zip(means, ranges)]]
+    below = [m - r[0] if r else 0.0 for m, r in zip(means, ranges)]
+    return [below, [r[1] - m if r else 0.0 for m, r in zip(means, ranges)]]
 
 
 def rank_comparison(pol: PolicySummary, baseline: Baseline | None) -> Figure:

@@ -30,7 +30,7 @@ def _sequence_cell(rec: Recommendation, r: int) -> str:
     if c.outcome is Outcome.UNTESTED:
         if c.provisional_within_margin is None:
             return "untested"
-        return "untested: within δ (provisional)" if c.provisional_within_margin else "untested: beyond δ (provisional)"
+        return f"untested: {'within' if c.provisional_within_margin else 'beyond'} δ (provisional)"
     text = SHORT[c.outcome]
     if r < rec.best and r not in rec.sequence:
         text += f"; not reached (the sequence stopped at rank {rec.stopped_at})"
@@ -64,7 +64,8 @@ def noise_line(rec: Recommendation) -> str | None:
     u = Units(rec.higher_is_better)
     need = (f"an equivalence test within δ = {u.size(rec.margin)} {u.name} needs at least {n.seeds_for_margin} seeds "
             "at this noise (and more if the ranks differ)" if n.seeds_for_margin else
-            f"no practical number of seeds fits an equivalence test within δ = {u.size(rec.margin)} {u.name} at this noise")
+            f"no practical number of seeds fits an equivalence test within δ = {u.size(rec.margin)} {u.name} at "
+            "this noise")
     return (f"What these {n.seeds} seeds can show on {u.metric}: the paired differences to the best rank scatter with "
             f"an SD of {u.size(n.sd)} {u.name}, so a difference smaller than about {u.size(n.detectable)} {u.name} "
             f"cannot be shown; {need}.")
@@ -145,7 +146,8 @@ def forgetting_section(analysis: Analysis, pol: PolicySummary) -> list[str]:
     if not any(rows[r].general_loss for r in pol.ranks):
         return ["No general-text loss was measured (`eval.general_text: none`)."]
     source = (base.general_text_source if base else None) or "general text"
-    base_text = f"{base.general_loss:.4f}" if base and base.general_loss is not None else "not measured, so no forgetting"
+    measured = base is not None and base.general_loss is not None
+    base_text = f"{base.general_loss:.4f}" if measured else "not measured, so no forgetting"
     lines = [f"Loss on held-out general text ({source}; base model {base_text}) after training: an increase is "
              "forgetting (Biderman et al. 2024, \"LoRA Learns Less and Forgets Less\"). Learning = the eval-loss "
              "gain over the base model. Intruder dimensions (Shuttleworth et al. 2024): top singular vectors of "
@@ -156,8 +158,8 @@ def forgetting_section(analysis: Analysis, pol: PolicySummary) -> list[str]:
         intr = f"{row.intruders.per_module:.2f}" if row.intruders else "n/a"
         lines.append(f"| {r} | {fmt_est(row.general_loss)} | {fmt_est(row.forgetting)} | "
                      f"{fmt_est(row.learning_gain)} | {intr} |")
-    lines += ["", "- Does higher rank forget more? "
-              f"{trend_words(pol.forgetting_trend, 'yes, forgetting grows with rank', 'no, forgetting shrinks with rank')}."]
+    words = trend_words(pol.forgetting_trend, "yes, forgetting grows with rank", "no, forgetting shrinks with rank")
+    lines += ["", f"- Does higher rank forget more? {words}."]
     with_intr = [r for r in pol.ranks if rows[r].intruders]
     if with_intr:
         first = rows[with_intr[0]].intruders
@@ -190,7 +192,8 @@ def capacity_section(pol: PolicySummary) -> list[str]:
              f"{top}'s is compared at every eval step, paired over seeds; it is significant when its 90% CI lies "
              "above 0. The first step with a significant gap is when the gap becomes visible through the seed "
              "noise, not when it opens.", "",
-             f"| Rank | Params per trained token | First step with a significant gap to rank {top} | ‖A − A₀‖ / ‖A₀‖ |",
+             f"| Rank | Params per trained token | First step with a significant gap to rank {top} "
+             "| ‖A − A₀‖ / ‖A₀‖ |",
              "|---:|---:|---:|---:|"]
     for r in pol.ranks:
         g = pol.gaps.get(r)
