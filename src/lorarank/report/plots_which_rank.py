@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from lorarank.analysis.model import PolicySummary
 from lorarank.analysis.recommend import Recommendation
 from lorarank.analysis.stats import Outcome
-from lorarank.report.which_rank import SHORT
+from lorarank.report.which_rank import sequence_cell
 
 COLORS = {Outcome.EQUIVALENT: "tab:green", Outcome.EQUIVALENT_AND_WORSE: "tab:green",
           Outcome.EQUIVALENT_AND_BETTER: "tab:green", Outcome.WORSE: "tab:red", Outcome.BETTER: "tab:blue",
@@ -31,7 +31,7 @@ def _forest(ax, rec: Recommendation, ranks: list[int]) -> None:
         if c.low is not None:
             ax.plot([scale * c.low, scale * c.high], [y, y], color=color, lw=2.5, solid_capstyle="butt")
         ax.plot(scale * c.mean, y, "o", color=color, ms=7, mfc="white" if c.low is None else color)
-        label = "best" if r == rec.best else SHORT[c.outcome]
+        label = sequence_cell(rec, r)
         if r == rec.recommended:
             label += " — recommended"
         elif r == rec.provisional:
@@ -42,7 +42,9 @@ def _forest(ax, rec: Recommendation, ranks: list[int]) -> None:
     ax.set_ylim(-0.7, len(ranks) - 0.3)
     metric = "task accuracy" if rec.higher_is_better else "eval loss"
     ax.set_xlabel(f"{metric}: rank − rank {rec.best} (best), {unit}; bars = paired 90% CI over seeds")
-    ax.set_title(f"{metric}: paired difference to the best rank", fontsize=10)
+    pick = (f"use rank {rec.recommended}" if rec.recommended is not None else
+            f"provisionally rank {rec.provisional} (untested)" if rec.provisional is not None else "no recommendation")
+    ax.set_title(f"{metric}: paired difference to the best rank — {pick}", fontsize=10)
     ax.grid(True, alpha=0.3, axis="x")
     ax.legend(fontsize=8, loc="lower right")
     lo, hi = ax.get_xlim()

@@ -22,7 +22,7 @@ SHORT = {Outcome.EQUIVALENT: "equivalent", Outcome.EQUIVALENT_AND_WORSE: "equiva
          Outcome.BETTER: "better", Outcome.INCONCLUSIVE: "inconclusive", Outcome.UNTESTED: "untested"}
 
 
-def _sequence_cell(rec: Recommendation, r: int) -> str:
+def sequence_cell(rec: Recommendation, r: int) -> str:
     """The outcome of rank r against the best, and where the fixed sequence left it."""
     c = rec.comparisons[r]
     if r == rec.best:
@@ -50,7 +50,7 @@ def price_table(pol: PolicySummary) -> list[str]:
         adapter = f"{row.adapter_bytes / MIB:.2f}" if row.adapter_bytes else "n/a"
         memory = f"{row.peak_memory_bytes.mean / GIB:.2f}" if row.peak_memory_bytes else "n/a"
         diff = "best" if rec and r == rec.best else LOSS.interval(c) if c else "n/a"
-        outcome = _sequence_cell(rec, r) if c else "n/a"
+        outcome = sequence_cell(rec, r) if c else "n/a"
         lines.append(f"| {r} | {row.trainable_params:,} | {adapter} | {fmt_est(row.training_time_seconds, 1)} | "
                      f"{memory} | {fmt_est(row.final_eval_loss)} | {diff} | {outcome} |")
     return lines
