@@ -219,6 +219,11 @@ def test_the_committed_three_seed_snapshot_rebuilds_from_its_json(tmp_path):
     # forgetting per doubling, fitted per seed: +0.051, 95% CI −0.003 .. +0.104 over the seeds: not shown
     trend = analysis["forgetting_trend"]
     assert trend["verdict"] == "not_shown" and trend["slopes"]["low"] < 0 < trend["slopes"]["high"]
+    slopes = trend["slopes"]
+    assert slopes["per_seed"] == pytest.approx({"42": 0.0257, "43": 0.0624, "44": 0.0638}, abs=5e-5)
+    assert (slopes["mean"], slopes["low"], slopes["high"]) == pytest.approx((0.0506, -0.0030, 0.1043), abs=5e-4)
+    beta = analysis["rank_scaling"]["beta"]  # β per seed, then the t interval over the seeds
+    assert (beta["low"], beta["high"]) == pytest.approx((0.155, 0.234), abs=5e-3)
     readme = (snapshot / "README.md").read_text()
     assert readme.index("![") < readme.index("## Setup") and "(which_rank.png)" in readme  # opens with the forest plot
     assert "**Yes: returns diminish from rank 32.**" in readme  # Answer 1 agrees with the recommendation
