@@ -58,7 +58,7 @@ def test_a_lead_that_is_not_significant_gives_no_recommendation():
     # a clear lead over the next rank down makes the best rank the pick
     clear = recommend({8: {1: 1.5, 2: 1.52, 3: 1.49}, 16: {1: 1.0, 2: 1.0, 3: 0.999}}, BASE)
     assert clear.recommended == 16 and clear.comparisons[8].outcome is Outcome.WORSE
-    assert clear.lead.startswith("**Rank 16**, the best rank over 3 seeds: no smaller rank is within δ")
+    assert clear.lead.startswith("**Rank 16**, the best rank over 3 seeds: the next smaller rank is not within δ")
 
 
 def test_noise_says_what_the_seeds_could_show():

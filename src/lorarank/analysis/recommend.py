@@ -168,7 +168,7 @@ def _tested(common: dict, alpha: float, argv: list[str] | None, unit: Units) -> 
     if pick == best and stop is None:
         lead = f"**Rank {best}**: the smallest rank swept has the best {unit.metric} over {n} seeds; {delta}."
     elif pick == best:
-        lead = f"**Rank {best}**, the best rank over {n} seeds: no smaller rank is within {delta}.{stop_text}"
+        lead = f"**Rank {best}**, the best rank over {n} seeds: the next smaller rank is not within {delta}.{stop_text}"
     else:
         c = comparisons[pick]
         lead = (f"**Rank {pick}**: the smallest rank equivalent to the best rank ({best}) within {delta}, testing "
@@ -208,5 +208,4 @@ def _rule(share: float, higher_is_better: bool, alpha: float) -> str:
     gain = "best − base" if higher_is_better else "base − best"
     return (f"test downward from the best rank and stop at the first rank whose paired per-seed difference to the "
             f"best has its {1 - 2 * alpha:.0%} CI outside ±δ (TOST at {alpha:.0%}); the pick is the last rank "
-            "inside. "
-            f"δ = {share:.0%} of the best rank's improvement over the base model ({gain})")
+            f"inside. δ = {share:.0%} of the best rank's improvement over the base model ({gain})")
