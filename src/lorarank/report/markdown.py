@@ -35,7 +35,7 @@ def _gammas(rows: dict[int, RankRow]) -> str:
 def results_table(pol: PolicySummary, baseline: Baseline | None, full_ft: RankRow | None = None) -> list[str]:
     rows = pol.rows
     has_acc = any(rows[r].accuracy for r in rows)
-    head = "| Rank | Trainable Params | Train Loss (end) | Final Eval Loss | Time (s) | tok/s |"
+    head = "| Rank | Trainable Params | Final Train Loss | Final Eval Loss | Time (s) | tok/s |"
     sep = "|---:|---:|---:|---:|---:|---:|"
     if has_acc:
         head, sep = head + " Accuracy |", sep + "---:|"
@@ -337,7 +337,7 @@ def setup_table(setup: Setup) -> list[str]:
 def policy_sections(analysis: Analysis, pol: PolicySummary) -> list[str]:
     suffix = f" (alpha policy `{pol.policy}`)" if len(analysis.policies) > 1 else ""
     lines = [f"## Results{suffix}", ""] + results_table(pol, analysis.baseline, analysis.full_finetune) + [""]
-    lines += ["Loss = mean cross-entropy per trained token (nats); ± = 95% CI over seeds; train loss (end) = the mean "
+    lines += ["Loss = mean cross-entropy per trained token (nats); ± = 95% CI over seeds; final train loss = the mean "
               f"over the last {analysis.thresholds.train_tail_share:.0%} of the logged training windows; time = "
               "optimisation only (evaluation excluded); tok/s counts every non-padding token trained on.", ""]
     fam = family_table(pol, analysis.baseline)
