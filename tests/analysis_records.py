@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lorarank.analysis.model import Thresholds
-from lorarank.analysis.setup import baseline_of, setup_of
+from lorarank.analysis.sweep_info import baseline_of, setup_of
 from lorarank.analysis.summary import summarize
 
 

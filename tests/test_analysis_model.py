@@ -11,7 +11,7 @@ import pytest
 from analysis_records import analyse, record, sweep
 
 from lorarank.analysis.model import Thresholds, TrendVerdict, Verdict
-from lorarank.analysis.setup import baseline_of
+from lorarank.analysis.sweep_info import baseline_of
 from lorarank.analysis.stats import Outcome
 from lorarank.analysis.summary import choose_lr, summarize
 

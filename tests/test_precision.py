@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lorarank import env, fastpath, lora
-from lorarank.analysis.setup import setup_of
+from lorarank.analysis.sweep_info import setup_of
 from lorarank.builtin_models import tiny_random_model
 from lorarank.config import ALL_PROJECTIONS, DataConfig, ModelConfig, TrainConfig
 from lorarank.data.format import prepare

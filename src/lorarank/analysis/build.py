@@ -18,7 +18,7 @@ from pathlib import Path
 from lorarank import store
 from lorarank.analysis import subspace
 from lorarank.analysis.model import Analysis, RankRow, SubspaceEntry, Thresholds
-from lorarank.analysis.setup import baseline_of, setup_of
+from lorarank.analysis.sweep_info import baseline_of, setup_of
 from lorarank.analysis.summary import summarize
 
 SUBSPACE_FILE = "subspace.json"

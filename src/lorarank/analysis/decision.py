@@ -21,7 +21,7 @@ from lorarank.analysis.capacity import (GapTrajectory, RankScaling, gap_trajecto
                                         stable_rank_scaling)
 from lorarank.analysis.model import Association, AssociationVerdict, Intruders, Thresholds, Trend, TrendVerdict
 from lorarank.analysis.recommend import Recommendation, recommend
-from lorarank.analysis.setup import Baseline
+from lorarank.analysis.sweep_info import Baseline
 from lorarank.analysis.stats import ALPHA, mean_ci, slopes_over_seeds
 
 

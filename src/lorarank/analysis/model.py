@@ -23,7 +23,7 @@ from typing import Any
 
 from lorarank.analysis.capacity import GapTrajectory, RankScaling
 from lorarank.analysis.recommend import Recommendation
-from lorarank.analysis.setup import Baseline, Setup
+from lorarank.analysis.sweep_info import Baseline, Setup
 from lorarank.analysis.stats import Comparison, Estimate, LineFit, McNemar, SeedSlopes
 
 

@@ -19,7 +19,7 @@ from lorarank.analysis.answers import diminishing_returns, pair_answer
 from lorarank.analysis.hypotheses import hypotheses
 from lorarank.analysis.model import (Analysis, CapacityUse, Curve, LrChoice, NotOk, ParamsFit, PolicySummary, RankRow,
                                      SubspaceEntry, Thresholds, TimeFit, TrialRef)
-from lorarank.analysis.setup import Baseline, Setup
+from lorarank.analysis.sweep_info import Baseline, Setup
 from lorarank.analysis.stats import Estimate, fit_line, mean_ci
 
 # (policy, rows) -> the subspace-similarity entries of that policy's adapters (analysis/build.py)
