@@ -192,8 +192,8 @@ def summarize(results: list[dict], thresholds: Thresholds, baseline: Baseline | 
               setup: Setup | None = None, subspace_of: SubspaceOf | None = None) -> Analysis:
     """The analysis model of run_data records (any status).
 
-    results: the records as run_data.json holds them; baseline: the base model (setup.baseline_of);
-    setup: the sweep's configuration (setup.setup_of), needed to render a README; subspace_of: the
+    results: the records as run_data.json holds them; baseline: the base model (sweep_info.baseline_of);
+    setup: the sweep's configuration (sweep_info.setup_of), needed to render a README; subspace_of: the
     subspace similarity of a policy's adapters (analysis/build.py reads them from disk)."""
     ok = [r for r in results if r.get("status") == "ok" and r.get("final_eval_loss") is not None]
     lora_ok = [r for r in ok if r.get("method", "lora") == "lora"]

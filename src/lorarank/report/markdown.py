@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from lorarank.analysis.model import Analysis, PolicySummary, RankRow, Returns, SubspaceEntry, SubspaceLevel
-from lorarank.analysis.setup import Baseline, Setup
+from lorarank.analysis.sweep_info import Baseline, Setup
 from lorarank.analysis.stats import Outcome
 from lorarank.analysis.units import Units
 from lorarank.report.fmt import fmt_est, line_text

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 
 from lorarank.analysis.model import Curve, PolicySummary, RankRow  # noqa: E402
-from lorarank.analysis.setup import Baseline  # noqa: E402
+from lorarank.analysis.sweep_info import Baseline  # noqa: E402
 from lorarank.analysis.stats import Estimate  # noqa: E402
 from lorarank.report.fmt import line_text  # noqa: E402
 
