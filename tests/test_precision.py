@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lorarank import env, fastpath, lora
+from lorarank.analysis.sweep_info import setup_of
 from lorarank.builtin_models import tiny_random_model
 from lorarank.config import ALL_PROJECTIONS, DataConfig, ModelConfig, TrainConfig
 from lorarank.data.format import prepare
@@ -169,4 +170,4 @@ def test_cli_bf16_run_matches_the_fp32_sweep(tiny_sweep, tmp_path):
     assert "| Model | `tiny-random` (bfloat16) |" in readme and f"; CPU {cpu['capability']}, bf16 units: " in readme
     sweep = json.loads((tiny_sweep / "sweep.json").read_text())  # `auto`, with the dtype it resolved to
     resolved = dict(sweep, environment={**sweep["environment"], "compute_dtype": "float32"})
-    assert "| Model | `tiny-random` (auto: float32) |" in setup_table(resolved)
+    assert "| Model | `tiny-random` (auto: float32) |" in setup_table(setup_of(resolved))

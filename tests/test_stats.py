@@ -7,8 +7,8 @@ import math
 import pytest
 from scipy import stats
 
-from lorarank.analysis.stats import (compare, compare_accuracy, find_knee, fit_line, mean_ci, paired_difference,
-                                     t_critical, tost, two_proportion_difference)
+from lorarank.analysis.stats import (Outcome, compare, fit_line, mcnemar, mean_ci, paired_difference, seeds_to_show,
+                                     slopes_over_seeds, t_critical, tost, two_proportion_difference)
 
 
 def test_t_interval_textbook():
@@ -58,54 +58,101 @@ def test_fit_line_slope_interval_matches_scipy():
     assert two.slope == pytest.approx(2) and two.slope_low is None
 
 
-def test_knee_on_synthetic_curves():
-    ranks = [4, 8, 16, 32, 64]
-    # loss drops quickly then plateaus from rank 16 on: 16, 32 and 64 differ only by seed noise
-    per_seed = {4: {1: 2.00, 2: 2.02, 3: 1.99}, 8: {1: 1.50, 2: 1.49, 3: 1.52},
-                16: {1: 1.21, 2: 1.18, 3: 1.20}, 32: {1: 1.19, 2: 1.20, 3: 1.19}, 64: {1: 1.20, 2: 1.21, 3: 1.18}}
-    knee = find_knee(ranks, per_seed, tolerance=0.02)
-    assert knee["best"] == 32 and knee["knee"] == 16 and "paired" in knee["rule"]
-    assert knee["checks"]["8"]["within_noise"] is False and knee["checks"]["64"]["within_noise"] is True
-    # strictly improving: the knee is the largest rank
-    steep = {r: {1: 10.0 / r, 2: 10.0 / r + 0.001} for r in ranks}
-    assert find_knee(ranks, steep, 0.02)["knee"] == 64
-    # flat within tolerance, one seed: the smallest rank already suffices
-    flat = {r: {1: 1.0 + 0.001 * (r % 3)} for r in ranks}
-    out = find_knee(ranks, flat, 0.02)
-    assert out["knee"] == 4 and "one seed" in out["rule"]
+def _cmp(d: list[float], margin: float | None = 0.1, higher_is_better: bool = False):
+    """rank 8 against rank 64 with per-seed differences d (rank 64 at 1.0 on every seed)."""
+    ref = {s: 1.0 for s in range(1, len(d) + 1)}
+    return compare({s: 1.0 + x for s, x in zip(ref, d)}, ref, margin, rank=8, reference_rank=64,
+                   higher_is_better=higher_is_better)
 
 
-def test_compare_verdicts():
-    # d = (-0.01, +0.02, -0.01): the 95% CI contains 0; the 90% CI (-0.0269 .. +0.0269) lies inside ±0.05
-    small, large = {1: 1.00, 2: 1.02, 3: 0.99}, {1: 1.01, 2: 1.00, 3: 1.00}
-    same = compare(small, large, 0.02, margin=0.05)
-    assert same["verdict"] == "equivalent" and "TOST within δ = 0.05" in same["rule"]
-    # no difference shown is not equivalence: a margin the CI reaches beyond, or no margin at all
-    assert compare(small, large, 0.02, margin=0.02)["verdict"] == "inconclusive"
-    assert compare(small, large, 0.02)["verdict"] == "inconclusive"
-    assert compare({1: 1.0}, {1: 1.01}, 0.02)["verdict"] == "tied"  # one seed: within the tolerance
-    worse = compare({1: 1.5, 2: 1.52, 3: 1.49}, {1: 1.0, 2: 1.01, 3: 1.0}, 0.02)
-    assert worse["verdict"] == "worse" and worse["difference"]["low"] > 0
-    better_acc = compare({1: 0.9}, {1: 0.5}, 0.02, lower_is_better=False)
-    assert better_acc["verdict"] == "better" and "one seed" in better_acc["rule"]
+def test_compare_outcomes_on_known_differences():
+    # d = (0.04, 0.05, 0.06): mean 0.05, sd 0.01, 90% CI 0.05 ± 2.920·0.01/√3 = (0.0331, 0.0669)
+    c = _cmp([0.04, 0.05, 0.06], margin=0.113)
+    half = stats.t.ppf(0.95, 2) * 0.01 / math.sqrt(3)
+    assert (c.low, c.high) == pytest.approx((0.05 - half, 0.05 + half)) and c.level == pytest.approx(0.90)
+    assert c.outcome is Outcome.EQUIVALENT_AND_WORSE and c.outcome.equivalent and c.outcome.shown_worse
+    assert c.p_tost == pytest.approx(tost([0.04, 0.05, 0.06], 0.113).p)
+    # the same differences against a margin inside the CI: worse, not equivalent
+    assert _cmp([0.04, 0.05, 0.06], margin=0.06).outcome is Outcome.WORSE
+    # a CI that holds 0 and fits inside ±δ: equivalent; one that reaches past δ: inconclusive
+    assert _cmp([0.01, -0.01, 0.005], margin=0.1).outcome is Outcome.EQUIVALENT
+    assert _cmp([0.3, -0.2, 0.05], margin=0.1).outcome is Outcome.INCONCLUSIVE
+    # no margin (no base model): no equivalence, only worse / better / inconclusive
+    assert _cmp([0.01, -0.01, 0.005], margin=None).outcome is Outcome.INCONCLUSIVE
+    assert _cmp([-0.5, -0.52, -0.49], margin=0.1).outcome is Outcome.BETTER
+    assert _cmp([-0.05, -0.04, -0.06], margin=0.1).outcome is Outcome.EQUIVALENT_AND_BETTER
+
+
+def test_compare_orientation_for_accuracy():
+    # accuracy 10 points lower on every seed, with spread: worse (higher is better)
+    c = _cmp([-0.10, -0.12, -0.08], margin=0.02, higher_is_better=True)
+    assert c.outcome is Outcome.WORSE and c.high < 0
+
+
+def test_compare_with_one_seed_is_untested_and_provisional():
+    c = _cmp([0.05], margin=0.113)
+    assert c.outcome is Outcome.UNTESTED and c.low is None and c.provisional_within_margin is True
+    assert "one seed" in c.reason
+    assert _cmp([0.2], margin=0.113).provisional_within_margin is False
+    flat = _cmp([1 / 48] * 3, margin=0.024)  # equal non-zero differences: no spread, no test
+    assert flat.outcome is Outcome.UNTESTED and "no spread" in flat.reason
+    same = compare({1: 1.0, 2: 2.0}, {1: 1.0, 2: 2.0}, 0.1, rank=8, reference_rank=64)  # identical values
+    assert same.outcome is Outcome.EQUIVALENT
+    assert compare({1: 1.0}, {2: 1.0}, 0.1, rank=8, reference_rank=64).reason == "no shared seed: no test"
+    assert compare({1: math.nan, 2: 1.0}, {1: 1.0, 2: 1.0}, 0.1, rank=8, reference_rank=64).outcome is Outcome.UNTESTED
+
+
+def test_slopes_over_seeds_by_hand():
+    """The committed snapshot's forgetting slopes per doubling of the rank are 0.0257, 0.0624 and
+    0.0638 (one least-squares fit per seed over log2 r = 3..6). Mean and 95% t interval by hand:
+    mean 0.0506, sd 0.0216, half-width t_{0.975, 2}·sd/√3 = 4.303·0.0216/1.732 = 0.0537."""
+    xs = [3.0, 4.0, 5.0, 6.0]
+    slopes = {42: 0.0257, 43: 0.0624, 44: 0.0638}
+    jitter = [0.004, -0.004, -0.004, 0.004]  # orthogonal to 1 and to x: leaves each seed's slope exact
+    fit = slopes_over_seeds({s: [(x, 0.1 + b * x + j) for x, j in zip(xs, jitter)] for s, b in slopes.items()})
+    assert fit.per_seed == pytest.approx(slopes)
+    mean = sum(slopes.values()) / 3
+    sd = math.sqrt(sum((v - mean) ** 2 for v in slopes.values()) / 2)
+    half = 4.302653 * sd / math.sqrt(3)  # t_{0.975, 2}
+    assert fit.mean == pytest.approx(0.0506, abs=5e-5) and fit.n == 3
+    assert (fit.low, fit.high) == pytest.approx((mean - half, mean + half), rel=1e-5)
+    assert fit.low == pytest.approx(-0.0030, abs=5e-4) and fit.high == pytest.approx(0.1043, abs=5e-4)
+    assert fit.p == pytest.approx(stats.ttest_1samp(list(slopes.values()), 0.0).pvalue)
+    assert fit.p == pytest.approx(0.056, abs=2e-3)  # the CI holds 0: no trend shown at 5%
+    one = slopes_over_seeds({1: [(1.0, 1.0), (2.0, 3.0)]})
+    assert one.mean == pytest.approx(2.0) and one.low is None and one.p is None
+    assert slopes_over_seeds({1: [(1.0, 1.0), (1.0, 2.0)]}) is None  # one rank per seed: no slope
 
 
 def test_two_proportion_interval():
-    # Agresti-Caffo on 40/50 vs 30/50: adjusted 41/52 vs 31/52
+    # Agresti-Caffo on 40/50 vs 30/50: adjusted 41/52 vs 31/52, at 90% (the comparison level)
     d = two_proportion_difference(0.8, 50, 0.6, 50)
     a1, a2 = 41 / 52, 31 / 52
-    half = stats.norm.ppf(0.975) * ((a1 * (1 - a1) + a2 * (1 - a2)) / 52) ** 0.5
-    assert d.mean == pytest.approx(0.2)
+    half = stats.norm.ppf(0.95) * ((a1 * (1 - a1) + a2 * (1 - a2)) / 52) ** 0.5
+    assert d.mean == pytest.approx(0.2) and d.level == pytest.approx(0.9)
     assert (d.low, d.high) == pytest.approx((a1 - a2 - half, a1 - a2 + half))
-    assert d.low > 0  # 20 points on 50 items each is a real difference
     tie = two_proportion_difference(0.0, 48, 0.0, 48)
     assert tie.low < 0 < tie.high  # both 0%: still a proper interval around 0
 
 
-def test_one_seed_accuracy_uses_item_noise():
-    run = lambda acc, n: {"seed": 1, "accuracy": {"overall": acc, "n": n}}  # noqa: E731
-    assert compare_accuracy([run(0.417, 48)], [run(0.438, 48)], 0.02)["verdict"] == "inconclusive"
-    assert compare_accuracy([run(0.2, 200)], [run(0.6, 200)], 0.02)["verdict"] == "worse"
+def test_mcnemar_exact():
+    # b = 6 items only the first gets right, c = 1 only the second: exact two-sided p = 2·P(B <= 1),
+    # B ~ Bin(7, ½): 2·(1 + 7)/128 = 0.125
+    first = [True] * 6 + [False] + [True] * 10 + [False] * 3
+    second = [False] * 6 + [True] + [True] * 10 + [False] * 3
+    m = mcnemar(first, second)
+    assert (m.only_first, m.only_second, m.n_items) == (6, 1, 20)
+    assert m.p == pytest.approx(0.125)
+    assert mcnemar([True, False], [True, False]).p == 1.0  # no discordant item
+    with pytest.raises(ValueError, match="same, non-empty"):
+        mcnemar([True], [True, False])
+
+
+def test_seeds_to_show_an_equivalence():
+    # sd 3 points, δ 2.4 points: t_{0.95, n−1}·3/√n < 2.4 first at n = 7 (n = 6: 2.015·3/√6 = 2.47)
+    assert seeds_to_show(0.03, 0.024) == 7
+    assert seeds_to_show(0.01, 1.0) == 2
+    assert seeds_to_show(1.0, 0.001) is None
 
 
 def test_tost_equivalent_and_not():

@@ -205,9 +205,6 @@ class ReportConfig:
     """The recommendation's margin ε: a rank is equivalent to the best when, by a paired TOST over
     seeds, it loses at most this share of the best rank's eval-loss improvement over the base model
     (see docs/concepts/choosing-a-rank.md). A share of the gain keeps its meaning as losses near zero."""
-    tolerance: float = 0.02
-    """With one seed there is no noise estimate: ranks whose eval loss is within this relative
-    difference of each other are called equivalent. With several seeds the paired 95% CI decides."""
     note: str = ""
     """A line printed at the top of the generated README (e.g. why this configuration ran)."""
     report_to: list[str] = field(default_factory=list)
@@ -345,8 +342,6 @@ def validate(cfg: Config) -> list[str]:
     if ev.general_text not in ("builtin", "none") and not Path(ev.general_text).expanduser().is_file():
         p.append(f"eval.general_text: file not found: {ev.general_text} (give a .txt/.jsonl/.json file, "
                  "builtin or none)")
-    if not 0.0 <= cfg.report.tolerance < 1.0:
-        p.append(f"report.tolerance must be in [0, 1), got {cfg.report.tolerance}")
     return p
 
 

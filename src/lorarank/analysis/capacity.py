@@ -8,18 +8,19 @@ that grows with rank. Three numbers per sweep:
 - params per trained token = trainable parameters ÷ completion tokens trained on (a rough gauge of
   how much room a rank has per unit of data; a small value is where the paper sees low ranks fall
   behind, not a sharp threshold);
-- the divergence step: the eval step from which a rank's eval curve stays above the highest rank's
-  by more than the seed noise;
+- the gap of each rank's eval curve to the highest rank's at every eval step, paired over seeds with
+  its 90% CI, and the first step with a significant gap: when the gap becomes visible through the
+  seed noise, not when it opens (a gap can be large and still not significant);
 - the stable-rank scaling exponent β in  stable rank ≈ c · r^β  (Yazidi et al. report β ≈ 0.23-0.30
-  across models): how much of the extra room a higher rank actually uses.
+  across models), fitted per seed: how much of the extra room a higher rank actually uses.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from lorarank.analysis.stats import fit_line, mean_ci
+from lorarank.analysis.stats import Comparison, Outcome, SeedSlopes, compare, slopes_over_seeds
 
 
 def params_per_token(trainable_params: int, completion_tokens_trained: int) -> float | None:
@@ -28,73 +29,50 @@ def params_per_token(trainable_params: int, completion_tokens_trained: int) -> f
     return trainable_params / completion_tokens_trained if completion_tokens_trained > 0 else None
 
 
-# ---------------------------------------------------------------------------------------------- divergence
+# ---------------------------------------------------------------------------------------------- gap per eval step
 
 
 @dataclass(frozen=True)
-class Divergence:
+class GapTrajectory:
+    """A rank's eval curve against the highest rank's: at every eval step both have on every shared
+    seed, the paired comparison of d_s(t) = L_rank(s, t) − L_ref(s, t) (stats.compare, 90% CI)."""
+
     rank: int
-    reference: int  # the highest rank, whose curve the rank is compared with
-    step: int | None  # first eval step from which the rank stays apart through the last step; None: never
-    first_apart: int | None  # the first eval step apart at all (it may rejoin later)
-    rule: str
-    n_seeds: int
-    gaps: list[dict]  # per eval step: step, mean difference (rank − reference), CI low/high, apart
+    reference: int  # the highest rank
+    steps: list[int]
+    gaps: list[Comparison]  # one per step; the comparison's outcome says whether the gap is significant
+    first_significant: int | None  # the first eval step whose gap is shown (worse); None: none, or untested
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @property
+    def n_seeds(self) -> int:
+        return self.gaps[0].n if self.gaps else 0
+
+    @property
+    def tested(self) -> bool:
+        return any(g.outcome is not Outcome.UNTESTED for g in self.gaps)
 
 
-def divergence_step(curves: dict[int, dict[int, float]], reference: dict[int, dict[int, float]], rank: int,
-                    reference_rank: int, margin: float | None = None) -> Divergence:
-    """When does `rank`'s eval curve leave the reference (highest-rank) curve for good?
-
-    curves, reference: seed -> {eval step: eval loss}. At each eval step that every shared seed has,
-    d_s(t) = L_rank(s, t) − L_ref(s, t), paired over seeds (same data order per seed).
-    - Several seeds: apart(t) when the 95% CI of mean d(t) lies above 0 (worse by more than the seed
-      noise; a rank *better* than the reference is not "behind").
-    - One shared seed (one seed swept, or the other seeds' trials failed): no seed noise exists, so
-      apart(t) when d(t) > margin, a tolerance in nats given by the caller (the report passes its
-      one-seed tolerance, a share of the highest rank's final loss); the rule says so.
-    The divergence step is the first step from which apart(t) holds at every later eval step, not the
-    first step apart at all: tested at many steps, a 95% CI excludes 0 by chance now and then, and
-    the capacity limit the paper describes is lasting (once a rank falls behind it stays behind).
-    The first step apart is reported too."""
+def gap_trajectory(curves: dict[int, dict[int, float]], reference: dict[int, dict[int, float]], rank: int,
+                   reference_rank: int) -> GapTrajectory:
+    """curves, reference: seed -> {eval step: eval loss}. A step's gap is significant when its 90% CI
+    lies above 0 (a one-sided test at 5%; a rank *better* than the reference is not "behind"). With
+    one shared seed nothing is tested: the gaps are point estimates only."""
     seeds = sorted(set(curves) & set(reference))
     if not seeds:
         raise ValueError(f"rank {rank} and rank {reference_rank} share no seed")
-    if len(seeds) == 1 and margin is None:
-        raise ValueError("one seed: give a margin (a tolerance in nats) to decide when curves are apart")
     steps = sorted(set.intersection(*(set(curves[s]) & set(reference[s]) for s in seeds)))
-    gaps = [_gap(t, [curves[s][t] - reference[s][t] for s in seeds], margin) for t in steps]
-    first_apart = next((g["step"] for g in gaps if g["apart"]), None)
-    step = None
-    for g in reversed(gaps):
-        if not g["apart"]:
-            break
-        step = g["step"]
-    rule = ("first eval step from which the paired 95% CI across seeds of (rank − highest rank) stays above 0"
-            if len(seeds) > 1 else
-            f"one seed shared with the highest rank, no seed noise: first eval step from which (rank − highest rank) "
-            f"stays above a "
-            f"tolerance of {margin:.4g} nats")
-    return Divergence(rank, reference_rank, step, first_apart, rule, len(seeds), gaps)
+    gaps = [compare({s: curves[s][t] for s in seeds}, {s: reference[s][t] for s in seeds}, None, rank=rank,
+                    reference_rank=reference_rank) for t in steps]
+    first = next((t for t, g in zip(steps, gaps) if g.outcome is Outcome.WORSE), None)
+    return GapTrajectory(rank, reference_rank, steps, gaps, first)
 
 
-def _gap(step: int, diffs: list[float], margin: float | None) -> dict:
-    est = mean_ci(diffs)
-    finite = all(math.isfinite(d) for d in diffs)
-    apart = finite and (est.low > 0 if est.low is not None else est.mean > margin)
-    return {"step": step, "mean": est.mean, "low": est.low, "high": est.high, "apart": bool(apart)}
-
-
-def divergence_steps(curves: dict[int, dict[int, dict[int, float]]],
-                     margin: float | None = None) -> dict[int, Divergence]:
-    """divergence_step of every rank against the highest rank; curves: rank -> seed -> {step: loss}.
+def gap_trajectories(curves: dict[int, dict[int, dict[int, float]]]) -> dict[int, GapTrajectory]:
+    """gap_trajectory of every rank against the highest rank; curves: rank -> seed -> {step: loss}.
     A rank that shares no seed with the highest rank (its trials failed where the other's succeeded)
     cannot be paired and is left out; the report shows it as n/a."""
     top = max(curves)
-    return {r: divergence_step(curves[r], curves[top], r, top, margin) for r in sorted(curves)
+    return {r: gap_trajectory(curves[r], curves[top], r, top) for r in sorted(curves)
             if r != top and set(curves[r]) & set(curves[top])}
 
 
@@ -103,31 +81,28 @@ def divergence_steps(curves: dict[int, dict[int, dict[int, float]]],
 
 @dataclass(frozen=True)
 class RankScaling:
-    beta: float  # exponent in stable rank ≈ c·r^β
-    low: float | None  # 95% CI of β (None with two points)
-    high: float | None
-    c: float
-    r2: float
-    n_points: int
-    points: str  # which points entered the fit
+    """stable rank ≈ c·r^β, fitted per seed (log stable rank = log c + β·log r over that seed's
+    ranks), then β's mean and t interval over the seeds (stats.slopes_over_seeds)."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    beta: SeedSlopes
+    c: float  # exp of the mean intercept over seeds
+    n_trials: int
 
 
 def stable_rank_scaling(per_seed: dict[int, dict[int, float]]) -> RankScaling | None:
-    """Fit log(stable rank) = log c + β·log r by least squares, with a t CI on β.
+    """per_seed: rank -> {seed: the trial's stable rank, its mean over modules}.
 
-    per_seed: rank -> {seed: the trial's stable rank, its mean over modules}. One point per trial:
-    seeds are independent replicates, so their scatter is the noise the CI should reflect. Fitting one
-    point per module instead (hundreds per trial) would shrink the CI by about √modules without new
-    evidence, since a trial's modules share its data, seed and optimiser path (pseudo-replication), and
-    module types differ systematically. With one seed the CI rests only on the scatter of the ranks
-    around the line. Trials with a stable rank <= 0 or non-finite (no update) are left out.
-    None with fewer than two distinct ranks."""
-    pts = [(r, v) for r, seeds in per_seed.items() for v in seeds.values() if math.isfinite(v) and v > 0]
-    if len({r for r, _ in pts}) < 2:
+    The seeds are the replicates: a seed's ranks share its data order and initialisation, so one
+    least-squares fit over every trial (or over every module, hundreds per trial) would count
+    dependent points as independent evidence and shrink the interval without new evidence. Trials with
+    a stable rank <= 0 or non-finite (no update) are left out. None when no seed has two ranks."""
+    by_seed: dict[int, list[tuple[float, float]]] = {}
+    for r, seeds in sorted(per_seed.items()):
+        for s, v in seeds.items():
+            if math.isfinite(v) and v > 0:
+                by_seed.setdefault(s, []).append((math.log(r), math.log(v)))
+    beta = slopes_over_seeds(by_seed)
+    if beta is None:
         return None
-    fit = fit_line([math.log(r) for r, _ in pts], [math.log(v) for _, v in pts])
-    return RankScaling(fit.slope, fit.slope_low, fit.slope_high, math.exp(fit.intercept), fit.r2, len(pts),
-                       "one point per trial (rank, seed): the trial's mean stable rank over its modules")
+    c = math.exp(sum(beta.intercepts.values()) / beta.n)
+    return RankScaling(beta, c, sum(len(by_seed[s]) for s in beta.per_seed))

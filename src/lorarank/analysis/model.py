@@ -1,35 +1,79 @@
 """The analysis model: every number, threshold, verdict and chosen trial behind a sweep's report.
 
-Built once from the trials' run_data records (analysis/summary.py), saved as analysis.json, and
-rendered by report/markdown.py and report/plots.py, which format and draw but never filter trials,
-apply a threshold or reach a verdict. A decision added to the report is added here first.
+Built once, in one pass, from the trials' run_data records (analysis/summary.py), frozen, saved as
+analysis.json, and rendered by report/markdown.py and the report's figures, which format and draw but
+never filter trials, apply a threshold or reach a verdict. A decision added to the report is added
+here first.
+
+One decision framework: every "is rank r as good as rank s?" in the report is an `stats.Comparison`
+(paired over shared seeds, 90% CI against ±δ, one `stats.Outcome`), and every verdict below (the
+recommendation, the answers, the hypotheses) is a function of such outcomes.
 
 Conventions: losses are mean cross-entropy per trained token (nats, lower is better); accuracies are
-shares in [0, 1]; every `Estimate` is a mean with its 95% CI over seeds (None bounds with one seed).
-Dict keys that are ranks or seeds are ints here and strings in analysis.json (JSON has no int keys).
+shares in [0, 1]; every `Estimate` of a row is a mean with its 95% CI over seeds (None bounds with one
+seed). Dict keys that are ranks or seeds are ints here and strings in analysis.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from lorarank.analysis.capacity import Divergence, RankScaling
+from lorarank.analysis.capacity import GapTrajectory, RankScaling
 from lorarank.analysis.recommend import Recommendation
-from lorarank.analysis.stats import Estimate, LineFit
+from lorarank.analysis.sweep_info import Baseline, Setup
+from lorarank.analysis.stats import Comparison, Estimate, LineFit, McNemar, SeedSlopes
+
+
+class Verdict(str, Enum):
+    """A claim judged from the comparison outcomes, on this data and budget."""
+
+    CONFIRMED = "CONFIRMED"
+    REFUTED = "REFUTED"
+    INCONCLUSIVE = "INCONCLUSIVE"
+
+
+class Returns(str, Enum):
+    """Answer 1, from the recommendation (analysis/answers.py: diminishing_returns)."""
+
+    DIMINISH = "diminish"  # the recommended rank lies below the largest rank
+    NONE_SHOWN = "none_shown"  # the best rank is the largest and the next rank down is worse
+    INCONCLUSIVE = "inconclusive"  # neither
+    UNTESTED = "untested"  # one seed: only a provisional pick
+    SINGLE_RANK = "single_rank"
+
+
+class TrendVerdict(str, Enum):
+    GROWS = "grows"  # the CI of the mean per-seed slope lies above 0
+    SHRINKS = "shrinks"  # ... below 0
+    NOT_SHOWN = "not_shown"  # the CI holds 0
+    NONE = "none"  # the quantity is 0 in every trial: nothing to trend
+    UNTESTED = "untested"  # one seed: a slope but no interval
+
+
+class AssociationVerdict(str, Enum):
+    TOGETHER = "together"
+    OPPOSITE = "opposite"
+    NO_ASSOCIATION = "no_association"
+    UNTESTED = "untested"
+
+
+class SubspaceLevel(str, Enum):
+    STRONG = "strong"
+    ABOVE_CHANCE = "above_chance"
+    CHANCE = "chance"
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Every cut-off a verdict in the report uses, with the reason it has this value."""
+    """Every cut-off a verdict in the report uses, with the reason it has this value. The level of
+    every test is stats.ALPHA (5%)."""
 
-    tolerance: float
-    """One seed gives no noise estimate: ranks whose eval loss differs by at most this share of the
-    better one are called tied (`report.tolerance`). With several seeds the paired 95% CI decides."""
-    balance_share: float = 0.9
-    """The original's "rank 16 is a good balance" holds when rank 16 reaches at least this share of
-    the best rank's eval-loss improvement over the base model (or is within noise of the best)."""
+    equivalence_margin: float = 0.05
+    """ε: a rank may lose at most this share of the best rank's improvement over the base model and
+    still count as equivalent to it (`report.equivalence_margin`). δ = ε·(M_base − M_best)."""
     negligible_time_overhead: float = 0.05
     """Rank "barely affects training time" when the fitted LoRA cost at the largest rank is below
     this share of the rank-independent time: smaller than the run-to-run drift of a CPU."""
@@ -41,12 +85,9 @@ class Thresholds:
     directions of r = 8 and r = 64 adapters."""
     above_chance: float = 10.0
     """φ(1,1) at least this many times its random-subspace baseline counts as shared above chance."""
-    equivalence_margin: float = 0.05
-    """ε of the recommendation: a rank may lose at most this share of the best rank's improvement over
-    the base model and still count as equivalent to it (`report.equivalence_margin`)."""
-    trend_level: float = 0.95
-    """A trend across ranks ("higher rank forgets more") is called when the CI of its slope at this
-    level excludes zero."""
+    train_tail_share: float = 0.25
+    """The train loss of a trial is the mean over its last logged windows (this share of them, at
+    least one): one logged window is a handful of batches, too noisy to compare ranks by."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +119,17 @@ class LrChoice:
     candidates: dict[str, float]  # "%g" of each LR -> its mean final eval loss
 
 
-@dataclass
+@dataclass(frozen=True)
+class Intruders:
+    """Intruder dimensions of one rank, means over seeds (Shuttleworth et al. 2024)."""
+
+    k: int
+    epsilon: float
+    per_module: float
+    by_type: dict[str, float]
+
+
+@dataclass(frozen=True)
 class RankRow:
     """One rank (or the full fine-tuning reference) at its chosen learning rate, over seeds."""
 
@@ -92,7 +143,9 @@ class RankRow:
     lora_alpha: float | None
     adapter_bytes: int | None
     final_eval_loss: Estimate
-    final_train_loss: Estimate | None
+    train_loss: Estimate | None  # mean over the last logged windows (Thresholds.train_tail_share)
+    train_loss_range: tuple[float, float] | None  # min..max of that over seeds
+    eval_loss_range: tuple[float, float]  # min..max of the final eval loss over seeds
     training_time_seconds: Estimate | None
     tokens_per_second: Estimate | None
     peak_memory_bytes: Estimate | None
@@ -105,7 +158,7 @@ class RankRow:
     learning_gain: Estimate | None = None  # base eval loss − eval loss (what fine-tuning gained)
     general_loss: Estimate | None = None  # loss on held-out general text
     forgetting: Estimate | None = None  # general loss − the base model's (positive = forgot)
-    intruders: dict | None = None  # mean over seeds: intruders per module, overall and by module type
+    intruders: Intruders | None = None
     params_per_token: float | None = None  # trainable params ÷ completion tokens trained (capacity)
     a_relative_change: Estimate | None = None  # ‖A − A₀‖_F / ‖A₀‖_F, mean over modules
 
@@ -115,32 +168,38 @@ class RankRow:
 
 
 @dataclass(frozen=True)
-class NoiseCheck:
-    """Is one rank within noise of the best? difference = metric(rank) - metric(best)."""
+class DiminishingReturns:
+    """Answer 1. The verdict follows from the recommendation's outcomes; the step-by-step changes
+    (each rank against the next smaller one, paired, 90% CI) are reported, not judged."""
 
-    difference: Estimate | None  # None when the two share no seed
-    within_noise: bool
-
-
-@dataclass(frozen=True)
-class Knee:
-    """Diminishing returns: the smallest rank within noise of the best rank."""
-
-    knee: int
-    best: int
-    rule: str
-    checks: dict[int, NoiseCheck]
-    where: str  # smallest | inside | largest: the knee at the smallest rank, inside the range, at the largest
+    verdict: Returns
+    rank: int | None  # DIMINISH: the recommended rank; UNTESTED: the provisional pick
+    basis: Comparison | None  # NONE_SHOWN: the next rank down against the best
+    steps: list[Comparison]  # rank b against rank a for each pair of neighbouring ranks a < b
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """Does the small rank do as well as the large one on one metric?"""
+class ItemTest:
+    """Accuracy of two ranks on one seed: no seed noise, but the eval items are a sample too. McNemar's
+    test when both records hold every item's correctness; otherwise the two-proportion interval,
+    which ignores the pairing of the items (conservative when both ranks get the same items right)."""
 
-    verdict: str  # equivalent (TOST within δ) | inconclusive | tied (one seed) | worse | better (the small rank)
-    difference: Estimate  # small - large
-    relative: float | None  # difference / large
-    rule: str
+    mcnemar: McNemar | None
+    unpaired: Estimate | None  # 90% CI of the accuracy difference over the items
+    items_recorded: int  # items whose correctness both records hold
+    n_items: int
+
+
+@dataclass(frozen=True)
+class PairAnswer:
+    """Answer 2, "does rank small do as well as rank large?": the same comparison with the same δ."""
+
+    small: int
+    large: int
+    loss: Comparison
+    accuracy: Comparison | None
+    accuracy_items: ItemTest | None  # one seed only
+    low_rank_hypothesis: Verdict  # "if the small rank works as well, the adaptation is low-dimensional"
 
 
 @dataclass(frozen=True)
@@ -163,11 +222,11 @@ class TimeFit:
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """One of the original experiment's expectations, judged from this sweep."""
+    """One of the original experiment's expectations, judged from the comparison outcomes."""
 
     rank: int
     claim: str
-    verdict: str  # CONFIRMED | REFUTED | INCONCLUSIVE
+    verdict: Verdict
     evidence: str
 
 
@@ -188,10 +247,10 @@ class SubspaceVerdict:
     space: str  # A | delta_out
     top1: float
     random: float
-    verdict: str  # strong | above_chance | chance
+    verdict: SubspaceLevel
 
 
-@dataclass
+@dataclass(frozen=True)
 class SubspaceEntry:
     """φ between the adapters of two trials (subspace.compare_adapters), with its verdicts."""
 
@@ -206,15 +265,13 @@ class SubspaceEntry:
 
 @dataclass(frozen=True)
 class Trend:
-    """Does a per-trial quantity grow with rank? Least squares y = a + b·log2(r) over trials."""
+    """Does a per-trial quantity grow with rank? y = a + b·log2(r) fitted per seed, b's mean and
+    95% t interval over the seeds (stats.slopes_over_seeds)."""
 
     quantity: str  # forgetting | intruders
-    slope: float  # change of y per doubling of the rank
-    low: float | None  # CI of the slope at Thresholds.trend_level (None with two points)
-    high: float | None
-    n: int  # trials in the fit
-    verdict: str  # grows | shrinks | no trend | none (zero everywhere) | untested
-    level: float = 0.95  # confidence level of (low, high): Thresholds.trend_level
+    slopes: SeedSlopes | None  # None when every trial is 0 (verdict NONE)
+    n_trials: int
+    verdict: TrendVerdict
 
 
 @dataclass(frozen=True)
@@ -226,10 +283,10 @@ class Association:
     rho: float | None
     p: float | None
     n: int
-    verdict: str  # together | opposite | no association | untested
+    verdict: AssociationVerdict
 
 
-@dataclass
+@dataclass(frozen=True)
 class PolicySummary:
     """Everything the report says about one alpha policy."""
 
@@ -238,23 +295,20 @@ class PolicySummary:
     rows: dict[int, RankRow]
     n_seeds: int  # most seeds behind any rank
     per_seed_eval: dict[int, dict[int, float]]
-    knee: Knee | None
-    pair: tuple[int, int]  # the ranks of "does rank 8 do as well as rank 64?"
-    small_vs_large: Comparison | None
-    small_vs_large_accuracy: Comparison | None
-    low_rank_hypothesis: str | None  # SUPPORTED | NOT SUPPORTED at this budget | SUPPORTED (...)
+    recommendation: Recommendation | None  # on eval loss; None without a base model
+    recommendation_accuracy: Recommendation | None  # on task accuracy (verifiable data)
+    returns: DiminishingReturns
+    pair: PairAnswer | None
     params: ParamsFit
     time: TimeFit | None
     hypotheses: list[Hypothesis]
     capacity_use: CapacityUse | None
+    forgetting_trend: Trend | None
+    intruder_trend: Trend | None
+    intruders_vs_forgetting: Association | None
+    gaps: dict[int, GapTrajectory]  # each rank's eval curve against the highest rank's
+    rank_scaling: RankScaling | None  # stable rank ≈ c·r^β
     subspace: dict[str, SubspaceEntry] = field(default_factory=dict)
-    recommendation: Recommendation | None = None  # on eval loss
-    recommendation_accuracy: Recommendation | None = None  # on task accuracy (verifiable data)
-    forgetting_trend: Trend | None = None
-    intruder_trend: Trend | None = None
-    intruders_vs_forgetting: Association | None = None
-    divergence: dict[int, Divergence] = field(default_factory=dict)  # each rank vs the highest
-    rank_scaling: RankScaling | None = None  # stable rank ≈ c·r^β
 
 
 @dataclass(frozen=True)
@@ -264,9 +318,11 @@ class NotOk:
     error: str | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Analysis:
     thresholds: Thresholds
+    setup: Setup | None  # what sweep.json says about the run (None: records analysed without one)
+    baseline: Baseline | None  # the base model's numbers
     policies: dict[str, PolicySummary]
     full_finetune: RankRow | None
     not_ok: list[NotOk]
@@ -276,9 +332,12 @@ class Analysis:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses -> dicts, tuples -> lists, int dict keys -> strings: what analysis.json holds."""
+    """Dataclasses -> dicts, enums -> their values, tuples -> lists, int dict keys -> strings: what
+    analysis.json holds."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Enum):
+        return obj.value
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

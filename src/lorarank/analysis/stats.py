@@ -1,64 +1,71 @@
-"""Statistics on scipy.stats: t confidence intervals, paired differences, line fits, knees, TOST.
+"""Statistics on scipy.stats: t intervals, the one paired comparison, slopes over seeds, TOST, McNemar.
 
-With n seeds the 95% confidence interval of a mean is  x̄ ± t_{0.975, n-1} · s / √n  (Student t).
+With n seeds the CI of a mean is  x̄ ± t_{(1+level)/2, n-1} · s / √n  (Student t).
 Rank comparisons are paired: every rank of a seed saw the same data order and initialisation
 stream, so the CI of the per-seed difference is much tighter than that of two independent means.
 Quantiles and tests come from scipy.stats, the library results are usually checked against.
+
+One confidence convention: every test is at α = 5%. A comparison of two ranks is two one-sided
+tests, so its interval is the 90% CI (1 − 2α); a trend or a mean is two-sided, so its interval is
+the 95% CI (1 − α).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 from scipy import stats
 
+ALPHA = 0.05  # the level of every test in the report
+COMPARISON_LEVEL = 1 - 2 * ALPHA  # 90%: the CI that decides two one-sided tests at α
+TWO_SIDED_LEVEL = 1 - ALPHA  # 95%: trends and means
 
-def t_critical(df: int, level: float = 0.95) -> float:
+
+def t_critical(df: int, level: float = TWO_SIDED_LEVEL) -> float:
     """Two-sided Student t critical value t_{(1+level)/2, df} (t_{0.975, df} = 2.262 at df = 9)."""
     if df < 1:
         raise ValueError("need at least 2 values for a confidence interval")
     return float(stats.t.ppf((1 + level) / 2, df))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Estimate:
     mean: float
-    low: float | None  # 95% CI; None with a single value
+    low: float | None  # CI at `level`; None with a single value
     high: float | None
     n: int
     std: float | None
+    level: float = TWO_SIDED_LEVEL
 
     @property
     def half_width(self) -> float | None:
         return None if self.low is None else (self.high - self.low) / 2
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-
-def mean_ci(values: list[float]) -> Estimate:
+def mean_ci(values: list[float], level: float = TWO_SIDED_LEVEL) -> Estimate:
     n = len(values)
     if n == 0:
         raise ValueError("no values")
     mean = sum(values) / n
     if n == 1:
-        return Estimate(mean, None, None, 1, None)
+        return Estimate(mean, None, None, 1, None, level)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_critical(n - 1) * std / math.sqrt(n)
-    return Estimate(mean, mean - half, mean + half, n, std)
+    half = t_critical(n - 1, level) * std / math.sqrt(n)
+    return Estimate(mean, mean - half, mean + half, n, std, level)
 
 
 def paired_difference(a: dict[int, float], b: dict[int, float]) -> Estimate | None:
-    """Mean and CI of a[seed] - b[seed] over the seeds both have; None when they share none."""
+    """Mean and 95% CI of a[seed] - b[seed] over the seeds both have; None when they share none."""
     common = sorted(set(a) & set(b))
     if not common:
         return None
     return mean_ci([a[s] - b[s] for s in common])
 
 
-@dataclass
+@dataclass(frozen=True)
 class LineFit:
     intercept: float
     slope: float
@@ -67,11 +74,8 @@ class LineFit:
     slope_low: float | None = None  # 95% CI of the slope (t with n - 2 df); None with two points
     slope_high: float | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-
-def fit_line(xs: list[float], ys: list[float], level: float = 0.95) -> LineFit:
+def fit_line(xs: list[float], ys: list[float], level: float = TWO_SIDED_LEVEL) -> LineFit:
     """Ordinary least squares y = intercept + slope·x (scipy.stats.linregress), with R² and the
     CI of the slope at `level`: slope ± t_{(1+level)/2, n-2} · SE(slope)."""
     n = len(xs)
@@ -86,90 +90,46 @@ def fit_line(xs: list[float], ys: list[float], level: float = 0.95) -> LineFit:
     return LineFit(float(fit.intercept), float(fit.slope), r2, n, float(fit.slope) - half, float(fit.slope) + half)
 
 
-def within_noise(diff: Estimate, best_mean: float, tolerance: float) -> bool:
-    """Is a rank indistinguishable from the best? diff = metric(rank) - metric(best), lower is better.
-
-    Several seeds: the paired 95% CI of the difference reaches 0 (not significantly worse).
-    One seed: no noise estimate exists, so use a relative tolerance |diff| <= tolerance·|best|."""
-    if diff.low is not None:
-        return diff.low <= 0.0
-    return abs(diff.mean) <= tolerance * abs(best_mean)
+# ---------------------------------------------------------------------------------------------- slopes over seeds
 
 
-def find_knee(ranks: list[int], per_seed: dict[int, dict[int, float]], tolerance: float) -> dict:
-    """The smallest rank whose metric (lower is better) is within noise of the best rank.
+@dataclass(frozen=True)
+class SeedSlopes:
+    """A trend across ranks fitted per seed, then combined over seeds by a one-sample t test.
 
-    per_seed: rank -> {seed: metric}. Returns the knee, the best rank, and the rule used."""
-    means = {r: sum(v.values()) / len(v) for r, v in per_seed.items()}
-    best = min(ranks, key=lambda r: means[r])
-    multi = any(len(v) > 1 for v in per_seed.values())
-    checks = {}
-    for r in sorted(ranks):
-        diff = paired_difference(per_seed[r], per_seed[best]) if multi else mean_ci([means[r] - means[best]])
-        checks[r] = {"difference": diff.to_dict() if diff else None,
-                     "within_noise": bool(diff) and within_noise(diff, means[best], tolerance)}
-    knee = min(r for r in ranks if checks[r]["within_noise"])
-    rule = ("paired 95% CI across seeds of (rank - best) reaches 0" if multi
-            else f"one seed: within {tolerance:.0%} of the best (no noise estimate)")
-    return {"knee": knee, "best": best, "rule": rule, "checks": {str(k): v for k, v in checks.items()}}
+    The ranks of one seed share its data order and initialisation, so its points are not independent
+    replicates: pooling every trial in one least-squares fit with n − 2 df overstates the evidence.
+    Each seed gives one slope b_s; the seeds are the replicates:
+        mean(b) ± t_{(1+level)/2, S-1} · sd(b) / √S,   p from scipy.stats.ttest_1samp(b, 0)."""
 
+    per_seed: dict[int, float]  # seed -> slope of its own least-squares fit
+    intercepts: dict[int, float]  # seed -> intercept of that fit
+    mean: float
+    low: float | None  # CI of mean(b) at `level`; None with one seed
+    high: float | None
+    p: float | None  # two-sided p of mean(b) = 0; None with one seed or no spread
+    level: float
 
-def compare(small: dict[int, float], large: dict[int, float], tolerance: float, lower_is_better: bool = True,
-            margin: float | None = None, margin_text: str | None = None) -> dict:
-    """Verdict for "does the small rank do as well as the large rank?" on one metric.
-
-    Several seeds (paired over the seeds both have):
-    - worse / better: the 95% CI of (small - large) excludes 0;
-    - equivalent: otherwise, when a paired TOST puts the difference within ±margin (the
-      recommendation's δ); a CI that merely contains 0 is absence of evidence, not equivalence;
-    - inconclusive: neither (no difference shown, none ruled out), or no margin to test against.
-    One seed: no noise estimate, so tied when |diff| <= tolerance·|large|, else worse / better."""
-    shared = set(small) & set(large)
-    multi = len(shared) > 1
-    diff = paired_difference(small, large) if multi else mean_ci(
-        [sum(small.values()) / len(small) - sum(large.values()) / len(large)])
-    ref = sum(large.values()) / len(large)
-    worse = (diff.mean > 0) if lower_is_better else (diff.mean < 0)
-    sign = "worse" if worse else "better"
-    if not multi:
-        verdict = "tied" if abs(diff.mean) <= tolerance * abs(ref) else sign
-        rule = f"one seed, no noise estimate: tied within a tolerance of {tolerance:.0%}"
-    elif not diff.low <= 0.0 <= diff.high:
-        verdict, rule = sign, "paired 95% CI across seeds"
-    elif margin is None:
-        verdict, rule = "inconclusive", "paired 95% CI across seeds; no margin to test equivalence against"
-    else:
-        eq = tost([small[s] - large[s] for s in sorted(shared)], margin)
-        verdict = "equivalent" if eq.equivalent else "inconclusive"
-        p = f", p = {eq.p:.3g}" if eq.p is not None else ""
-        rule = f"paired 95% CI across seeds; equivalence by paired TOST within δ = {margin_text or f'{margin:.4g}'}{p}"
-    return {"verdict": verdict, "difference": diff.to_dict(), "relative": diff.mean / ref if ref else None,
-            "rule": rule}
+    @property
+    def n(self) -> int:
+        return len(self.per_seed)
 
 
-def two_proportion_difference(p1: float, n1: int, p2: float, n2: int) -> Estimate:
-    """95% CI of p1 - p2 for two accuracies measured on n1 and n2 items (Agresti & Caffo 2000:
-    add one success and one failure to each group, then the Wald interval; well-behaved at 0% and
-    100%). This is the noise of a finite eval set, available even with a single seed."""
-    a1, a2 = (p1 * n1 + 1) / (n1 + 2), (p2 * n2 + 1) / (n2 + 2)
-    half = float(stats.norm.ppf(0.975)) * math.sqrt(a1 * (1 - a1) / (n1 + 2) + a2 * (1 - a2) / (n2 + 2))
-    return Estimate(p1 - p2, a1 - a2 - half, a1 - a2 + half, min(n1, n2), None)
-
-
-def compare_accuracy(small: list[dict], large: list[dict], tolerance: float, margin: float | None = None) -> dict:
-    """Accuracy verdict (higher is better). Several seeds: as `compare`, with the accuracy margin.
-    One seed: the two-proportion CI over the scored eval items, so a one-item difference is not
-    called a win; a CI containing 0 is inconclusive (one seed tests no equivalence)."""
-    by_seed = lambda runs: {r["seed"]: r["accuracy"]["overall"] for r in runs}  # noqa: E731
-    if len(set(by_seed(small)) & set(by_seed(large))) > 1:
-        return compare(by_seed(small), by_seed(large), tolerance, lower_is_better=False, margin=margin,
-                       margin_text=f"{100 * margin:.1f} points" if margin is not None else None)
-    a, b = small[0]["accuracy"], large[0]["accuracy"]
-    diff = two_proportion_difference(a["overall"], a["n"], b["overall"], b["n"])
-    verdict = "inconclusive" if diff.low <= 0.0 <= diff.high else ("better" if diff.mean > 0 else "worse")
-    return {"verdict": verdict, "difference": diff.to_dict(),
-            "relative": diff.mean / b["overall"] if b["overall"] else None,
-            "rule": f"one seed: 95% two-proportion CI over {a['n']} scored items"}
+def slopes_over_seeds(points: dict[int, list[tuple[float, float]]],
+                      level: float = TWO_SIDED_LEVEL) -> SeedSlopes | None:
+    """points: seed -> [(x, y)] of that seed's trials. Seeds with fewer than two distinct x are left
+    out (no slope); None when no seed is left."""
+    fits = {s: stats.linregress(*zip(*pts)) for s, pts in sorted(points.items())
+            if len({x for x, _ in pts}) >= 2}
+    if not fits:
+        return None
+    slopes = {s: float(f.slope) for s, f in fits.items()}
+    est = mean_ci(list(slopes.values()), level)
+    p = None
+    if est.std and est.std > 1e-12 * max(1.0, abs(est.mean)):  # no spread: scipy's t test is undefined
+        p = float(stats.ttest_1samp(list(slopes.values()), 0.0).pvalue)
+    return SeedSlopes(slopes, {s: float(f.intercept) for s, f in fits.items()}, est.mean, est.low, est.high, p,
+                      level)
 
 
 # ---------------------------------------------------------------------------------------------- equivalence
@@ -189,11 +149,8 @@ class Equivalence:
     equivalent: bool | None  # None: no test possible (see reason)
     reason: str | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-
-def tost(differences: list[float], margin: float, alpha: float = 0.05) -> Equivalence:
+def tost(differences: list[float], margin: float, alpha: float = ALPHA) -> Equivalence:
     """Paired equivalence test (Schuirmann 1987) of the per-seed differences d_s within ±margin.
 
     Failing to find a difference is no evidence of equivalence; TOST tests it directly:
@@ -233,3 +190,142 @@ def tost(differences: list[float], margin: float, alpha: float = 0.05) -> Equiva
     half = t_critical(n - 1, 1 - 2 * alpha) * float(d.std(ddof=1)) / math.sqrt(n)
     p = max(p_lower, p_upper)
     return Equivalence(n, mean, mean - half, mean + half, p_lower, p_upper, p, margin, p < alpha)
+
+
+# ---------------------------------------------------------------------------------------------- the comparison
+
+
+class Outcome(str, Enum):
+    """What one paired comparison of a rank with a reference rank shows (see `compare`)."""
+
+    EQUIVALENT = "equivalent"  # the 90% CI lies inside ±δ and holds 0
+    EQUIVALENT_AND_WORSE = "equivalent_and_worse"  # inside ±δ, and above 0 (for a loss): both hold
+    EQUIVALENT_AND_BETTER = "equivalent_and_better"  # inside ±δ, and on the better side of 0
+    WORSE = "worse"  # beyond 0 on the worse side, and not inside ±δ
+    BETTER = "better"  # beyond 0 on the better side, and not inside ±δ
+    INCONCLUSIVE = "inconclusive"  # holds 0 and reaches past δ: nothing shown either way
+    UNTESTED = "untested"  # no seed noise to test with (one shared seed, no spread, a non-finite value)
+
+    @property
+    def equivalent(self) -> bool:
+        return self in (Outcome.EQUIVALENT, Outcome.EQUIVALENT_AND_WORSE, Outcome.EQUIVALENT_AND_BETTER)
+
+    @property
+    def shown_worse(self) -> bool:
+        return self in (Outcome.WORSE, Outcome.EQUIVALENT_AND_WORSE)
+
+    @property
+    def shown_better(self) -> bool:
+        return self in (Outcome.BETTER, Outcome.EQUIVALENT_AND_BETTER)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Rank `rank` against rank `reference` on one metric, paired over the seeds both have.
+
+    mean, low, high: the mean per-seed difference (rank − reference, in the metric's units) and its
+    90% CI. margin: δ (None when there is no base model to measure it from: no equivalence test).
+    With one shared seed the outcome is UNTESTED and `provisional_within_margin` holds the point
+    estimate against δ, a reading no test supports."""
+
+    rank: int
+    reference: int
+    seeds: list[int]
+    mean: float | None
+    low: float | None
+    high: float | None
+    margin: float | None
+    p_tost: float | None
+    outcome: Outcome
+    higher_is_better: bool
+    provisional_within_margin: bool | None = None
+    reason: str | None = None
+    level: float = COMPARISON_LEVEL
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.low is None else (self.high - self.low) / 2
+
+
+def compare(values: dict[int, float], reference: dict[int, float], margin: float | None, *, rank: int,
+            reference_rank: int, higher_is_better: bool = False, alpha: float = ALPHA) -> Comparison:
+    """The one comparison behind every "is rank r as good as rank s?" in the report.
+
+    d_s = M(rank, s) − M(reference, s) over the shared seeds s; the (1 − 2α) CI of mean(d) decides:
+    inside ±δ → equivalent (TOST at α, `tost`), and also worse / better when it excludes 0;
+    beyond 0 and not inside ±δ → worse / better (a one-sided t test at α); else inconclusive.
+    A CI that merely holds 0 is inconclusive: absence of evidence is not equivalence."""
+    seeds = sorted(set(values) & set(reference))
+    common = dict(rank=rank, reference=reference_rank, seeds=seeds, margin=margin, higher_is_better=higher_is_better,
+                  level=1 - 2 * alpha)
+    if rank == reference_rank:
+        return Comparison(**common, mean=0.0, low=0.0, high=0.0, p_tost=0.0, outcome=Outcome.EQUIVALENT,
+                          reason="the reference itself")
+    d = np.asarray([values[s] - reference[s] for s in seeds], dtype=float)
+    if d.size == 0 or not np.isfinite(d).all():
+        why = "no shared seed" if d.size == 0 else "a non-finite value (diverged or missing run)"
+        return Comparison(**common, mean=None, low=None, high=None, p_tost=None, outcome=Outcome.UNTESTED,
+                          reason=why + ": no test")
+    mean = float(d.mean())
+    if d.size == 1 or (np.ptp(d) == 0 and mean != 0):
+        why = ("one seed: no estimate of the seed noise" if d.size == 1 else
+               "all differences are equal: no spread to estimate the seed noise from")
+        return Comparison(**common, mean=mean, low=None, high=None, p_tost=None, outcome=Outcome.UNTESTED,
+                          provisional_within_margin=None if margin is None else abs(mean) < margin,
+                          reason=why + ", so no test")
+    half = t_critical(d.size - 1, 1 - 2 * alpha) * float(d.std(ddof=1)) / math.sqrt(d.size)
+    low, high = mean - half, mean + half
+    eq = tost(list(d), margin, alpha) if margin is not None else None
+    worse, better = (high < 0, low > 0) if higher_is_better else (low > 0, high < 0)
+    if eq is not None and eq.equivalent:
+        outcome = (Outcome.EQUIVALENT_AND_WORSE if worse else Outcome.EQUIVALENT_AND_BETTER if better
+                   else Outcome.EQUIVALENT)
+    else:
+        outcome = Outcome.WORSE if worse else Outcome.BETTER if better else Outcome.INCONCLUSIVE
+    return Comparison(**common, mean=mean, low=low, high=high, p_tost=eq.p if eq else None, outcome=outcome)
+
+
+def seeds_to_show(std: float, margin: float, alpha: float = ALPHA, most: int = 1000) -> int | None:
+    """The fewest seeds whose (1 − 2α) CI of a zero mean difference, ± t_{1−α, n−1}·sd/√n, fits
+    inside ±margin: the seeds an equivalence test at this seed noise would need at best. None when
+    more than `most` would be needed."""
+    for n in range(2, most + 1):
+        if t_critical(n - 1, 1 - 2 * alpha) * std / math.sqrt(n) < margin:
+            return n
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- eval items
+
+
+def two_proportion_difference(p1: float, n1: int, p2: float, n2: int, level: float = COMPARISON_LEVEL) -> Estimate:
+    """CI of p1 - p2 for two accuracies measured on n1 and n2 items (Agresti & Caffo 2000: add one
+    success and one failure to each group, then the Wald interval; well-behaved at 0% and 100%).
+    It treats the two item sets as independent; on the same items (paired) it is conservative."""
+    a1, a2 = (p1 * n1 + 1) / (n1 + 2), (p2 * n2 + 1) / (n2 + 2)
+    half = float(stats.norm.ppf((1 + level) / 2)) * math.sqrt(a1 * (1 - a1) / (n1 + 2) + a2 * (1 - a2) / (n2 + 2))
+    return Estimate(p1 - p2, a1 - a2 - half, a1 - a2 + half, min(n1, n2), None, level)
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Exact McNemar test of two models scored on the same items: of the items exactly one of them
+    gets right (b for the first, c for the second), is the split 50:50? p = binomtest(b, b + c, ½)."""
+
+    only_first: int  # b
+    only_second: int  # c
+    n_items: int
+    p: float
+
+
+def mcnemar(first: list[bool], second: list[bool]) -> McNemar:
+    if len(first) != len(second) or not first:
+        raise ValueError("McNemar needs the same, non-empty list of items scored by both")
+    b = sum(1 for x, y in zip(first, second) if x and not y)
+    c = sum(1 for x, y in zip(first, second) if y and not x)
+    p = float(stats.binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
+    return McNemar(b, c, len(first), p)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from lorarank.analysis.model import PolicySummary, SubspaceEntry, SubspaceVerdict, Thresholds, TrialRef
+from lorarank.analysis.model import RankRow, SubspaceEntry, SubspaceLevel, SubspaceVerdict, Thresholds, TrialRef
 
 
 def right_singular_vectors(a: torch.Tensor) -> torch.Tensor:
@@ -114,26 +114,26 @@ def _by_type(names, phi_of, dim_of) -> dict:
     return out
 
 
-def pairs(pol: PolicySummary) -> dict[str, tuple[TrialRef, TrialRef]]:
+def pairs(rows: dict[int, RankRow]) -> dict[str, tuple[TrialRef, TrialRef]]:
     """The adapter pairs worth comparing, from the trials behind the rows (each rank at its chosen
     LR): smallest vs largest rank on the first seed they share, and two seeds of the largest rank."""
-    small, large = min(pol.ranks), max(pol.ranks)
+    small, large = min(rows), max(rows)
     out = {}
-    by_seed = {t.seed: t for t in pol.rows[large].trials}
-    common = [t for t in pol.rows[small].trials if t.seed in by_seed]
+    by_seed = {t.seed: t for t in rows[large].trials}
+    common = [t for t in rows[small].trials if t.seed in by_seed]
     if small != large and common:
         out["small_vs_large"] = (common[0], by_seed[common[0].seed])
-    if len(pol.rows[large].trials) > 1:
-        out["seed_vs_seed"] = tuple(pol.rows[large].trials[:2])
+    if len(rows[large].trials) > 1:
+        out["seed_vs_seed"] = tuple(rows[large].trials[:2])
     return out
 
 
-def similarity(out_dir: Path, pol: PolicySummary, previous: dict | None) -> dict[str, dict]:
+def similarity(out_dir: Path, rows: dict[int, RankRow], previous: dict | None) -> dict[str, dict]:
     """φ for every pair of `pairs`, as stored in subspace.json: kind -> {trial_ids, names, ranks,
     seeds, spaces}. A pair already in `previous` (the last subspace.json of this policy) is reused,
     so a report rebuilt from JSON alone (adapters deleted) keeps it."""
     result: dict[str, dict] = {}
-    for kind, (t1, t2) in pairs(pol).items():
+    for kind, (t1, t2) in pairs(rows).items():
         ids = [t1.trial_id, t2.trial_id]
         old = (previous or {}).get(kind)
         if old and old.get("trial_ids") == ids:
@@ -155,8 +155,8 @@ def verdicts(spaces: dict[str, dict[str, dict]], thresholds: Thresholds) -> list
         vals = spaces[space].values()
         top1 = sum(d["top1"] for d in vals) / len(vals)
         rand = sum(d["top1_random"] for d in vals) / len(vals)
-        verdict = ("strong" if top1 > thresholds.strong_phi else
-                   "above_chance" if top1 > thresholds.above_chance * rand else "chance")
+        verdict = (SubspaceLevel.STRONG if top1 > thresholds.strong_phi else
+                   SubspaceLevel.ABOVE_CHANCE if top1 > thresholds.above_chance * rand else SubspaceLevel.CHANCE)
         out.append(SubspaceVerdict(space, top1, rand, verdict))
     return out
 

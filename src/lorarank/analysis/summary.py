@@ -1,22 +1,29 @@
-"""Build the analysis model (analysis/model.py) from saved run_data.json records.
+"""Build the analysis model (analysis/model.py) from run_data.json records, in one pass.
 
 For each alpha policy: per rank, pick the learning rate with the lowest mean final eval loss (each
-rank judged at its best LR), then aggregate that LR's trials over seeds (mean ± 95% CI), find the
-knee, compare the smallest and largest ranks, fit parameters and time against rank, summarise what
-the adapters learned (spectra), and judge the original experiment's hypotheses. The trials behind
-each row are recorded in the row (`RankRow.trials`), so nothing downstream filters trials again.
+rank judged at its best LR), aggregate that LR's trials over seeds (mean ± 95% CI), then make every
+comparison and verdict from them: the recommendation (fixed-sequence TOST), the answers, the
+hypotheses, the trends, the capacity gaps. The trials behind each row are recorded in the row
+(`RankRow.trials`), so nothing downstream filters trials again. Every object is built complete and
+frozen: nothing is patched afterwards.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Callable
 
 from lorarank import cost
 from lorarank.analysis import decision
-from lorarank.analysis.hypotheses import hypotheses, low_rank_hypothesis
-from lorarank.analysis.model import (Analysis, CapacityUse, Comparison, Curve, Knee, LrChoice, NoiseCheck, NotOk,
-                                     ParamsFit, PolicySummary, RankRow, Thresholds, TimeFit, TrialRef)
-from lorarank.analysis.stats import Estimate, compare, compare_accuracy, find_knee, fit_line, mean_ci
+from lorarank.analysis.answers import diminishing_returns, pair_answer
+from lorarank.analysis.hypotheses import hypotheses
+from lorarank.analysis.model import (Analysis, CapacityUse, Curve, LrChoice, NotOk, ParamsFit, PolicySummary, RankRow,
+                                     SubspaceEntry, Thresholds, TimeFit, TrialRef)
+from lorarank.analysis.sweep_info import Baseline, Setup
+from lorarank.analysis.stats import Estimate, fit_line, mean_ci
+
+# (policy, rows) -> the subspace-similarity entries of that policy's adapters (analysis/build.py)
+SubspaceOf = Callable[[str, dict[int, RankRow]], dict[str, SubspaceEntry]]
 
 
 def _by(items: list[dict], key: str) -> dict:
@@ -69,12 +76,22 @@ def mean_curve(trials: list[dict], xkey: str, ykey: str) -> Curve:
                  [max(per_step[x]) for x in xs], len(trials))
 
 
+def train_loss_tail(trial: dict, share: float) -> float | None:
+    """Mean train loss over the last `share` of the logged windows (at least one). A logged window
+    averages a few batches only, so the last one alone swings by more than the ranks differ."""
+    losses = trial.get("train_losses") or []
+    if not losses:
+        return None
+    k = max(1, round(share * len(losses)))
+    return sum(losses[-k:]) / k
+
+
 def _estimate(trials: list[dict], key: str) -> Estimate | None:
     vals = [t[key] for t in trials if t.get(key) is not None]
     return mean_ci(vals) if vals else None
 
 
-def rank_row(trials: list[dict], lr: LrChoice, baseline: dict | None) -> RankRow:
+def rank_row(trials: list[dict], lr: LrChoice, baseline: Baseline | None, thresholds: Thresholds) -> RankRow:
     """Mean ± CI over seeds of every per-trial metric, for one rank at its chosen LR."""
     trials = sorted(trials, key=lambda t: t["seed"])
     t0 = trials[0]
@@ -82,12 +99,15 @@ def rank_row(trials: list[dict], lr: LrChoice, baseline: dict | None) -> RankRow
     per_family = None
     if accs:
         per_family = {f: sum(a["per_family"][f] for a in accs) / len(accs) for f in sorted(accs[0]["per_family"])}
+    tails = [x for x in (train_loss_tail(t, thresholds.train_tail_share) for t in trials) if x is not None]
+    evals = [t["final_eval_loss"] for t in trials]
     return RankRow(
-        rank=t0["rank"], trials=[TrialRef(t["trial_id"], t["name"], t["seed"], t["rank"]) for t in trials], learning_rate=lr,
-        trainable_params=t0["trainable_params"], total_params=t0["total_params"],
+        rank=t0["rank"], trials=[TrialRef(t["trial_id"], t["name"], t["seed"], t["rank"]) for t in trials],
+        learning_rate=lr, trainable_params=t0["trainable_params"], total_params=t0["total_params"],
         trainable_ratio=t0["trainable_ratio"], effective_scale=t0["effective_scale"], lora_alpha=t0["lora_alpha"],
-        adapter_bytes=t0.get("adapter_bytes"), final_eval_loss=_estimate(trials, "final_eval_loss"),
-        final_train_loss=_estimate(trials, "final_train_loss"),
+        adapter_bytes=t0.get("adapter_bytes"), final_eval_loss=mean_ci(evals),
+        train_loss=mean_ci(tails) if tails else None, train_loss_range=(min(tails), max(tails)) if tails else None,
+        eval_loss_range=(min(evals), max(evals)),
         training_time_seconds=_estimate(trials, "training_time_seconds"),
         tokens_per_second=_estimate(trials, "tokens_per_second"),
         peak_memory_bytes=_estimate(trials, "peak_memory_bytes"),
@@ -97,15 +117,6 @@ def rank_row(trials: list[dict], lr: LrChoice, baseline: dict | None) -> RankRow
         state_bytes=cost.training_state_bytes(t0["trainable_params"]),
         **decision.row_extras(trials, baseline),
     )
-
-
-def per_seed(trials_by_rank: dict[int, list[dict]], key: str) -> dict[int, dict[int, float]]:
-    return {r: {t["seed"]: t[key] for t in ts if t.get(key) is not None} for r, ts in trials_by_rank.items()}
-
-
-def pick_pair(ranks: list[int]) -> tuple[int, int]:
-    """The original asks "does rank 8 do as well as rank 64?": use those when swept, else min and max."""
-    return (8, 64) if 8 in ranks and 64 in ranks else (min(ranks), max(ranks))
 
 
 def params_fit(rows: dict[int, RankRow], trials: list[dict]) -> ParamsFit:
@@ -134,20 +145,6 @@ def time_fit(trials: list[dict], thresholds: Thresholds) -> TimeFit | None:
     return TimeFit(fit, r_max, measured, predicted, negligible)
 
 
-def knee_of(ranks: list[int], eval_seeds: dict[int, dict[int, float]], tolerance: float) -> Knee | None:
-    if len(ranks) < 2:
-        return None
-    k = find_knee(ranks, eval_seeds, tolerance)
-    checks = {int(r): NoiseCheck(Estimate(**c["difference"]) if c["difference"] else None, c["within_noise"])
-              for r, c in k["checks"].items()}
-    where = "smallest" if k["knee"] == ranks[0] else "largest" if k["knee"] == ranks[-1] else "inside"
-    return Knee(k["knee"], k["best"], k["rule"], checks, where)
-
-
-def comparison(d: dict | None) -> Comparison | None:
-    return None if d is None else Comparison(d["verdict"], Estimate(**d["difference"]), d["relative"], d["rule"])
-
-
 def capacity_use(rows: dict[int, RankRow], thresholds: Thresholds) -> CapacityUse | None:
     with_spectra = [r for r in sorted(rows) if rows[r].spectra]
     if not with_spectra:
@@ -157,7 +154,8 @@ def capacity_use(rows: dict[int, RankRow], thresholds: Thresholds) -> CapacityUs
                        top["energy_rank_90"] < thresholds.unused_capacity_share * r)
 
 
-def summarize_policy(policy: str, trials: list[dict], thresholds: Thresholds, baseline: dict | None) -> PolicySummary:
+def summarize_policy(policy: str, trials: list[dict], thresholds: Thresholds, baseline: Baseline | None,
+                     argv: list[str] | None = None, subspace_of: SubspaceOf | None = None) -> PolicySummary:
     by_rank_all = _by(trials, "rank")
     ranks = sorted(by_rank_all)
     chosen: dict[int, list[dict]] = {}
@@ -165,51 +163,47 @@ def summarize_policy(policy: str, trials: list[dict], thresholds: Thresholds, ba
     for r in ranks:
         lr = choose_lr(by_rank_all[r])
         chosen[r] = [t for t in by_rank_all[r] if t["learning_rate"] == lr.chosen]
-        rows[r] = rank_row(chosen[r], lr, baseline)
-    small, large = pick_pair(ranks)
-    eval_seeds = per_seed(chosen, "final_eval_loss")
-    tol = thresholds.tolerance
-    knee = knee_of(ranks, eval_seeds, tol)
-    # Q2 tests equivalence with the recommendation's margins δ (one definition of "as well as")
-    on_loss, on_acc = decision.recommendations(chosen, baseline, thresholds)
-    margin = lambda rec: rec.margin if rec is not None else None  # noqa: E731
-    small_vs_large = comparison(compare(eval_seeds[small], eval_seeds[large], tol, margin=margin(on_loss))
-                                ) if small != large else None
-    with_acc = {r: [t for t in chosen[r] if t.get("accuracy")] for r in (small, large)}
-    acc = None
-    if small != large and with_acc[small] and with_acc[large]:
-        acc = comparison(compare_accuracy(with_acc[small], with_acc[large], tol, margin=margin(on_acc)))
+        rows[r] = rank_row(chosen[r], lr, baseline, thresholds)
+    eval_seeds = {r: {t["seed"]: t["final_eval_loss"] for t in ts} for r, ts in chosen.items()}
+    on_loss, on_acc = decision.recommendations(chosen, baseline, thresholds, argv)
     flat = [t for ts in chosen.values() for t in ts]
-    pol = PolicySummary(
+    return PolicySummary(
         policy=policy, ranks=ranks, rows=rows, n_seeds=max(len(rows[r].trials) for r in ranks),
-        per_seed_eval=eval_seeds, knee=knee, pair=(small, large), small_vs_large=small_vs_large,
-        small_vs_large_accuracy=acc, low_rank_hypothesis=low_rank_hypothesis(small_vs_large),
-        params=params_fit(rows, flat), time=time_fit(flat, thresholds), hypotheses=[],
-        capacity_use=capacity_use(rows, thresholds))
-    pol.recommendation, pol.recommendation_accuracy = on_loss, on_acc
-    pol.hypotheses = hypotheses(pol, baseline, thresholds)
-    for key, value in decision.evidence(chosen, baseline, thresholds).items():
-        setattr(pol, key, value)
-    return pol
+        per_seed_eval=eval_seeds, recommendation=on_loss, recommendation_accuracy=on_acc,
+        returns=diminishing_returns(on_loss, ranks, eval_seeds),
+        pair=pair_answer(chosen, eval_seeds, decision.accuracy_per_seed(chosen), on_loss, on_acc),
+        params=params_fit(rows, flat), time=time_fit(flat, thresholds),
+        hypotheses=hypotheses(on_loss, ranks, eval_seeds), capacity_use=capacity_use(rows, thresholds),
+        forgetting_trend=decision.forgetting_trend(chosen, baseline), intruder_trend=decision.intruder_trend(chosen),
+        intruders_vs_forgetting=decision.intruders_vs_forgetting(chosen, baseline), gaps=decision.gaps(chosen),
+        rank_scaling=decision.rank_scaling(chosen),
+        subspace=subspace_of(policy, rows) if subspace_of else {})
 
 
-def full_finetune_row(trials: list[dict], baseline: dict | None) -> RankRow | None:
+def full_finetune_row(trials: list[dict], baseline: Baseline | None, thresholds: Thresholds) -> RankRow | None:
     """The full fine-tuning reference: its best LR, aggregated over seeds like a rank."""
     if not trials:
         return None
     lr = choose_lr(trials)
-    return rank_row([t for t in trials if t["learning_rate"] == lr.chosen], lr, baseline)
+    return rank_row([t for t in trials if t["learning_rate"] == lr.chosen], lr, baseline, thresholds)
 
 
-def summarize(results: list[dict], thresholds: Thresholds, baseline: dict | None = None) -> Analysis:
-    """The analysis of a sweep's records (any status); subspace similarity is added by analysis.build."""
+def summarize(results: list[dict], thresholds: Thresholds, baseline: Baseline | None = None,
+              setup: Setup | None = None, subspace_of: SubspaceOf | None = None) -> Analysis:
+    """The analysis model of run_data records (any status).
+
+    results: the records as run_data.json holds them; baseline: the base model (sweep_info.baseline_of);
+    setup: the sweep's configuration (sweep_info.setup_of), needed to render a README; subspace_of: the
+    subspace similarity of a policy's adapters (analysis/build.py reads them from disk)."""
     ok = [r for r in results if r.get("status") == "ok" and r.get("final_eval_loss") is not None]
     lora_ok = [r for r in ok if r.get("method", "lora") == "lora"]
     policies = list(dict.fromkeys(r["alpha_policy"] for r in results if r.get("method", "lora") == "lora"))
+    argv = setup.argv if setup else None
     return Analysis(
-        thresholds=thresholds,
-        policies={p: summarize_policy(p, [r for r in lora_ok if r["alpha_policy"] == p], thresholds, baseline)
+        thresholds=thresholds, setup=setup, baseline=baseline,
+        policies={p: summarize_policy(p, [r for r in lora_ok if r["alpha_policy"] == p], thresholds, baseline, argv,
+                                      subspace_of)
                   for p in policies if any(r["alpha_policy"] == p for r in lora_ok)},
-        full_finetune=full_finetune_row([r for r in ok if r.get("method") == "full"], baseline),
+        full_finetune=full_finetune_row([r for r in ok if r.get("method") == "full"], baseline, thresholds),
         not_ok=[NotOk(r["name"], r["status"], r.get("error")) for r in results if r.get("status") != "ok"],
     )

@@ -9,25 +9,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from lorarank import store
 from lorarank.analysis.build import build
 from lorarank.analysis.model import Analysis
-from lorarank.report import markdown, plots, plots_forgetting
+from lorarank.report import markdown, plots, plots_forgetting, plots_which_rank
 
 ANALYSIS_FILE = "analysis.json"
 
 
+def save(fig: Figure, path: Path) -> None:
+    """Write a figure as a PNG atomically (temp file + rename)."""
+    store.write_bytes_atomic(path, plots.png(fig))
+
+
 def build_report(out: Path | str) -> Analysis:
     out = Path(out)
-    sweep, baseline, runs = store.load_sweep(out)
+    sweep, baseline, runs = store.load_sweep(out)  # the raw files are read here only: renderers get the model
     analysis = build(out, sweep, baseline, runs)
     store.write_aggregates(out, runs)
     store.write_json(out / ANALYSIS_FILE, analysis.to_dict())
-    figures = []
+    figures, forest = [], None
     for i, (policy, pol) in enumerate(analysis.policies.items()):
         suffix = "" if i == 0 else f"_{policy}"
+        which = plots_which_rank.which_rank(pol)
+        if which is not None:
+            save(which, out / f"which_rank{suffix}.png")
+            if forest is None:  # the first opens the README; the other policies' are listed with the figures
+                forest = f"which_rank{suffix}.png"
+            else:
+                figures.append(f"which_rank{suffix}.png")
         for name, fig in (
-            (f"rank_comparison{suffix}.png", plots.rank_comparison(pol, baseline)),
+            (f"rank_comparison{suffix}.png", plots.rank_comparison(pol, analysis.baseline)),
             (f"adapter_analysis{suffix}.png", plots.adapter_analysis(pol, analysis.full_finetune)),
             (f"subspace_similarity{suffix}.png", plots.subspace_similarity(pol)),
             (f"cost{suffix}.png", plots.cost(pol)),
@@ -35,7 +49,7 @@ def build_report(out: Path | str) -> Analysis:
             (f"intruders{suffix}.png", plots_forgetting.intruders(pol)),
         ):
             if fig is not None:
-                plots.save(fig, out / name)
+                save(fig, out / name)
                 figures.append(name)
-    store.write_text(out / "README.md", markdown.render(sweep, baseline, analysis, figures))
+    store.write_text(out / "README.md", markdown.render(analysis, figures, forest))
     return analysis

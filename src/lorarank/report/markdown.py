@@ -1,7 +1,7 @@
 """The README of a sweep: setup, results table, the four questions answered from the numbers.
 
-Built only from saved JSON (sweep.json, baseline.json, and the analysis model built from the
-run_data.json records), so `lorarank report DIR` rebuilds the same text without training. Every
+Rendered from the analysis model alone (analysis/model.py, built from sweep.json, baseline.json and
+the run_data.json records), so `lorarank report DIR` rebuilds the same text without training. Every
 verdict and threshold comes from the analysis model; this module only words and formats them.
 """
 
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 
-from lorarank.analysis.model import Analysis, PolicySummary, RankRow, SubspaceEntry
-from lorarank.analysis.recommend import SETTLE_SEEDS
+from lorarank.analysis.model import Analysis, PolicySummary, RankRow, Returns, SubspaceEntry, SubspaceLevel
+from lorarank.analysis.sweep_info import Baseline, Setup
+from lorarank.analysis.stats import Outcome
+from lorarank.analysis.units import Units
 from lorarank.report.fmt import fmt_est, line_text
-from lorarank.report.which_rank import capacity_section, forgetting_section, which_rank_section
+from lorarank.report.which_rank import LOSS, capacity_section, forgetting_section, which_rank_section
 
 POLICY_TEXT = {
     "constant": ("alpha is fixed at {alpha:g}, so the scale gamma = alpha/r falls as rank grows "
@@ -30,7 +32,7 @@ def _gammas(rows: dict[int, RankRow]) -> str:
     return ", ".join(f"r={r}: {rows[r].effective_scale:.3g}" for r in sorted(rows))
 
 
-def results_table(pol: PolicySummary, baseline: dict | None, full_ft: RankRow | None = None) -> list[str]:
+def results_table(pol: PolicySummary, baseline: Baseline | None, full_ft: RankRow | None = None) -> list[str]:
     rows = pol.rows
     has_acc = any(rows[r].accuracy for r in rows)
     head = "| Rank | Trainable Params | Final Train Loss | Final Eval Loss | Time (s) | tok/s |"
@@ -39,9 +41,9 @@ def results_table(pol: PolicySummary, baseline: dict | None, full_ft: RankRow | 
         head, sep = head + " Accuracy |", sep + "---:|"
     lines = [head, sep]
     if baseline:
-        acc = f" {100 * baseline['accuracy']['overall']:.1f}% |" if has_acc and baseline.get("accuracy") else (
+        acc = f" {100 * baseline.accuracy:.1f}% |" if has_acc and baseline.accuracy is not None else (
             " n/a |" if has_acc else "")
-        lines.append(f"| 0 (base model) | 0 | – | {baseline['eval_loss']:.4f} | – | – |{acc}")
+        lines.append(f"| 0 (base model) | 0 | – | {baseline.eval_loss:.4f} | – | – |{acc}")
     for r in sorted(rows):
         lines.append(_result_row(str(r), rows[r], has_acc))
     if full_ft:
@@ -51,17 +53,17 @@ def results_table(pol: PolicySummary, baseline: dict | None, full_ft: RankRow | 
 
 def _result_row(label: str, row: RankRow, has_acc: bool) -> str:
     line = (f"| {label} | {row.trainable_params:,} ({100 * row.trainable_ratio:.2f}%) | "
-            f"{fmt_est(row.final_train_loss)} | {fmt_est(row.final_eval_loss)} | "
+            f"{fmt_est(row.train_loss)} | {fmt_est(row.final_eval_loss)} | "
             f"{fmt_est(row.training_time_seconds, 1)} | {fmt_est(row.tokens_per_second, 0)} |")
     return line + (f" {fmt_est(row.accuracy, 1, pct=True)} |" if has_acc else "")
 
 
-def family_table(pol: PolicySummary, baseline: dict | None) -> list[str]:
+def family_table(pol: PolicySummary, baseline: Baseline | None) -> list[str]:
     rows, ranks = pol.rows, pol.ranks
     if not rows[ranks[0]].per_family:
         return []
     fams = sorted(rows[ranks[0]].per_family)
-    base = baseline["accuracy"]["per_family"] if baseline and baseline.get("accuracy") else None
+    base = baseline.accuracy_per_family if baseline else None
     lines = ["| Family | " + ("base | " if base else "") + " | ".join(f"r={r}" for r in ranks) + " |",
              "|---|" + ("---:|" if base else "") + "---:|" * len(ranks)]
     for f in fams:
@@ -71,47 +73,69 @@ def family_table(pol: PolicySummary, baseline: dict | None) -> list[str]:
     return lines
 
 
+def _steps_text(pol: PolicySummary) -> str:
+    steps = [f"r={c.reference}→{c.rank}: {LOSS.interval(c).replace('90% CI ', '')}" for c in pol.returns.steps]
+    level = " (paired, 90% CI)" if any(c.low is not None for c in pol.returns.steps) else ""
+    return f"Change in eval loss at each step up in rank{level}: {'; '.join(steps)}."
+
+
 def answer_diminishing(pol: PolicySummary) -> str:
-    knee = pol.knee
-    if not knee:
+    ret, rec = pol.returns, pol.recommendation
+    if ret.verdict is Returns.SINGLE_RANK:
         return "Only one rank was run, so there is no curve to have a knee."
-    steps = []
-    for a, b in zip(pol.ranks, pol.ranks[1:]):
-        ea, eb = pol.rows[a].final_eval_loss.mean, pol.rows[b].final_eval_loss.mean
-        steps.append(f"r={a}→{b}: {eb - ea:+.4f} ({(eb - ea) / ea:+.1%})")
-    k, best = knee.knee, knee.best
+    if rec is None or rec.margin is None:
+        why = rec.reason if rec else "there is no base model to measure the margin δ from"
+        return f"**Inconclusive.** No equivalence can be tested: {why}. {_steps_text(pol)}"
+    best = rec.best if rec else None
     verdict = {
-        "smallest": (f"**No returns beyond the smallest rank.** Rank {k} is already within noise of the best "
-                     f"rank ({best}); raising the rank did not buy a measurable eval-loss improvement."),
-        "largest": (f"**No diminishing returns inside the range tried.** Only rank {k} reaches the best eval "
-                    "loss; every smaller rank is measurably worse, so a larger rank might still help."),
-        "inside": (f"**Yes: returns diminish at rank {k}.** Rank {k} is the smallest rank within noise of the "
-                   f"best rank ({best}); ranks above it do not improve eval loss measurably."),
-    }[knee.where]
-    return f"{verdict} Eval-loss change per step up in rank: {'; '.join(steps)}. Rule: {knee.rule}."
+        Returns.DIMINISH: (f"**Yes: returns diminish from rank {ret.rank}.** The recommendation's sequence finds rank "
+                           f"{ret.rank} equivalent to the best rank ({best}) within δ: the ranks above it add less "
+                           "than δ on eval loss."),
+        Returns.NONE_SHOWN: (f"**No diminishing returns shown inside the range tried.** The best rank is the largest "
+                             f"({best}), and the next rank down is "
+                             f"{LOSS.outcome(ret.basis) if ret.basis else 'worse'}: a larger rank might still help."),
+        Returns.INCONCLUSIVE: ("**Inconclusive.** No rank below the largest is shown equivalent to the best, and the "
+                               "largest rank is not shown better than the next one down either (see the "
+                               "recommendation above)."),
+        Returns.UNTESTED: (f"**Untested with one seed.** On point estimates against δ, returns would diminish from "
+                           f"rank {ret.rank}, a provisional reading that no test supports."),
+    }[ret.verdict]
+    return f"{verdict} {_steps_text(pol)}"
+
+
+HEADLINE = {Outcome.EQUIVALENT: "Yes, within δ", Outcome.EQUIVALENT_AND_WORSE: "Yes, within δ",
+            Outcome.EQUIVALENT_AND_BETTER: "Yes, within δ", Outcome.BETTER: "Yes, it does better",
+            Outcome.WORSE: "No", Outcome.INCONCLUSIVE: "Undecided", Outcome.UNTESTED: "Untested"}
 
 
 def answer_small_vs_large(pol: PolicySummary) -> str:
-    cmp_ = pol.small_vs_large
-    if not cmp_:
+    pair = pol.pair
+    if not pair:
         return "Only one rank was run."
-    small, large = pol.pair
-    d = cmp_.difference
-    ci = f" (95% CI {d.low:+.4f} .. {d.high:+.4f})" if d.low is not None else ""
-    words = {"equivalent": f"**Yes — rank {small} does as well as rank {large}**",
-             "tied": f"**Seemingly — rank {small} is within the one-seed tolerance of rank {large}**",
-             "inconclusive": f"**Undecided — rank {small} is not shown worse than rank {large}, nor equivalent**",
-             "worse": f"**No — rank {small} is worse than rank {large}**",
-             "better": f"**Rank {small} does better than rank {large}**"}[cmp_.verdict]
-    text = (f"{words} on eval loss: difference (r={small} − r={large}) = {d.mean:+.4f} "
-            f"({cmp_.relative:+.1%}){ci}; verdict by {cmp_.rule}.")
-    acc = pol.small_vs_large_accuracy
-    if acc:
-        a = acc.difference
-        aci = f" (95% CI {100 * a.low:+.1f} .. {100 * a.high:+.1f} points)" if a.low is not None else ""
-        verdict = {"inconclusive": "no difference shown, and no equivalence either"}.get(acc.verdict, acc.verdict)
-        text += f" On task accuracy the difference is {100 * a.mean:+.1f} points{aci}: {verdict} ({acc.rule})."
+    c = pair.loss
+    text = (f"**{HEADLINE[c.outcome]}** on eval loss: rank {pair.small} − rank {pair.large} = "
+            f"{LOSS.interval(c, True)}: {LOSS.outcome(c)}.")
+    if pair.accuracy:
+        points = Units(higher_is_better=True)
+        text += f" On task accuracy: {points.interval(pair.accuracy, True)}: {points.outcome(pair.accuracy)}"
+        text += _items_text(pair) + "."
     return text
+
+
+def _items_text(pair) -> str:
+    items = pair.accuracy_items
+    if items is None:
+        return ""
+    if items.mcnemar is not None:
+        m = items.mcnemar
+        return (f"; on its {m.n_items} eval items rank {pair.small} alone is right on {m.only_first} and rank "
+                f"{pair.large} alone on {m.only_second}, exact McNemar p = {m.p:.3g} (the noise of the items, not of "
+                "the seeds)")
+    d = items.unpaired
+    return (f"; the records hold per-item correctness for {items.items_recorded} of {items.n_items} items, too few to "
+            f"pair them for McNemar's test, so the two-proportion {d.level:.0%} CI over the items, which ignores the "
+            f"pairing, stands in: {100 * d.low:+.1f} .. {100 * d.high:+.1f} points (the noise of the items, not of "
+            "the seeds)")
 
 
 def answer_params(pol: PolicySummary) -> str:
@@ -150,14 +174,13 @@ def answer_time(pol: PolicySummary) -> str:
 
 def hypotheses_table(pol: PolicySummary) -> list[str]:
     lines = ["The original experiment expected: rank 8 minimal capacity, 16 a good balance, 32 the standard "
-             "choice, 64 a plateau. Each claim judged from this sweep:", "",
-             "| Rank | Original expectation | Verdict | Evidence |", "|---:|---|---|---|"]
-    lines += [f"| {h.rank} | {h.claim} | **{h.verdict}** | {h.evidence} |" for h in pol.hypotheses]
-    small, large = pol.pair
-    cmp_ = pol.small_vs_large
-    if cmp_:
-        lines += ["", f"Low-rank hypothesis (\"if rank {small} works nearly as well as rank {large}, the adaptation "
-                  f"is low-dimensional\"): **{pol.low_rank_hypothesis}** on eval loss ({cmp_.verdict}, {cmp_.rule})."]
+             "choice, 64 a plateau. Each claim, judged from the comparisons above on this data and budget only:", "",
+             "| Rank | Expectation | Verdict | Evidence |", "|---:|---|---|---|"]
+    lines += [f"| {h.rank} | {h.claim} | **{h.verdict.value}** | {h.evidence} |" for h in pol.hypotheses]
+    if pol.pair:
+        p = pol.pair
+        lines += ["", f"Low-rank hypothesis (\"if rank {p.small} works as well as rank {p.large}, the adaptation is "
+                  f"low-dimensional\"): **{p.low_rank_hypothesis.value}** on eval loss ({LOSS.outcome(p.loss)})."]
     return lines
 
 
@@ -174,7 +197,7 @@ def learned_section(pol: PolicySummary, full_ft: RankRow | None, strong_phi: flo
              "|---:|---:|---:|---:|---:|---:|"]
 
     def cells(o):
-        amp = f"{o['amplification']:.3g}" if o.get("amplification") is not None else "n/a"
+        amp = f"{o['amplification']:.3g}" if o["amplification"] is not None else "n/a"
         return (f"{o['effective_rank']:.2f} | {o['energy_rank_90']:.1f} | {o['stable_rank']:.2f} | "
                 f"{o['frobenius']:.4f} | {amp} |")
 
@@ -204,9 +227,11 @@ def learned_section(pol: PolicySummary, full_ft: RankRow | None, strong_phi: flo
 
 SPACES = (("A", "A matrices (input directions; Hu et al.'s measure)"),
           ("delta_out", "ΔW output directions (left-singular vectors of B·A)"))
-SUBSPACE_WORDS = {"strong": "the strongest direction is strongly shared (Hu et al. call φ > {strong:g} strong).",
-                  "above_chance": "the strongest direction is shared above chance, but weakly (φ < {strong:g}).",
-                  "chance": "the strongest directions are not shared beyond chance."}
+SUBSPACE_WORDS = {SubspaceLevel.STRONG: "the strongest direction is strongly shared "
+                                        "(Hu et al. call φ > {strong:g} strong).",
+                  SubspaceLevel.ABOVE_CHANCE: "the strongest direction is shared above chance, "
+                                              "but weakly (φ < {strong:g}).",
+                  SubspaceLevel.CHANCE: "the strongest directions are not shared beyond chance."}
 
 
 def subspace_lines(sub: dict[str, SubspaceEntry], strong_phi: float) -> list[str]:
@@ -237,98 +262,92 @@ def subspace_lines(sub: dict[str, SubspaceEntry], strong_phi: float) -> list[str
     return out
 
 
-def related_links(sweep: dict) -> list[str]:
+def related_links(setup: Setup) -> list[str]:
     """Links from the report to docs/concepts, relative to where the report was configured to go."""
-    out_dir = sweep["config"]["sweep"]["output_dir"]
     docs = (("choosing-a-rank.md", "Choosing a rank: the recommendation, its margin, forgetting, intruders"),
             ("lora-rank.md", "LoRA rank, alpha and the scale γ"), ("qlora.md", "QLoRA: 4-bit base, LoRA adapters"),
             ("loss-curves.md", "Reading loss curves across ranks"), ("data-formats.md", "Data formats and loss masks"))
-    if os.path.isabs(out_dir):
+    if os.path.isabs(setup.output_dir):
         return [f"- `docs/concepts/{name}` in the lorarank repository: {title}" for name, title in docs]
-    return [f"- [{title}]({os.path.relpath(os.path.join('docs', 'concepts', name), out_dir)})" for name, title in docs]
+    return [f"- [{title}]({os.path.relpath(os.path.join('docs', 'concepts', name), setup.output_dir)})"
+            for name, title in docs]
 
 
-def caveats(sweep: dict, pol: PolicySummary, tolerance: float) -> list[str]:
-    cfg = sweep["config"]
-    data = sweep["data"]
+def caveats(setup: Setup, pol: PolicySummary) -> list[str]:
     out = [f"- **Scaling policy `{pol.policy}`:** " + POLICY_TEXT[pol.policy].format(
-        alpha=cfg["lora"]["alpha"], gammas=_gammas(pol.rows))]
+        alpha=setup.alpha, gammas=_gammas(pol.rows))]
+    rec = pol.recommendation
     if pol.n_seeds == 1:
-        out.append(f"- **One seed per rank:** differences below about {100 * tolerance:.0f}% are treated as ties, "
-                   f"but with one seed there is no noise estimate; rerun with `--seeds {SETTLE_SEEDS}` for "
-                   "confidence intervals.")
+        settle = f": `{rec.settle_command}`" if rec and rec.settle_command else ""
+        out.append("- **One seed per rank:** nothing measures the seed noise, so no comparison is tested: every "
+                   f"reading above is a provisional point estimate. Rerun with more seeds to test them{settle}.")
     else:
         out.append(f"- **{pol.n_seeds} seeds per rank**, paired (same data order and initialisation stream across "
-                   "ranks); ± values are 95% confidence half-widths.")
-    lrs = cfg["sweep"]["learning_rates"]
+                   "ranks).")
+    lrs = setup.learning_rates
     if len(lrs) > 1:
         out.append(f"- **Learning rate:** each rank is shown at its best of {', '.join(f'{x:g}' for x in lrs)} "
                    "by mean eval loss.")
     else:
         out.append(f"- **One learning rate ({lrs[0]:g}) for every rank:** the best LR can differ by rank "
                    "(LoRA Without Regret, 2025); sweep `--lr` to check.")
-    out.append(f"- **Data:** {data['n_train']} training and {data['n_eval']} eval examples from "
-               f"`{cfg['data']['dataset']}`; a small dataset can make every rank look alike (too little to learn) "
+    out.append(f"- **Data:** {setup.n_train} training and {setup.n_eval} eval examples from "
+               f"`{setup.dataset}`; a small dataset can make every rank look alike (too little to learn) "
                "or favour large ranks (memorisation).")
     return out
 
 
-def _data_format(data: dict) -> str:
+def _data_format(setup: Setup) -> str:
     """'alpaca records, chat template, loss on the response (output)'; older sweep.json files lack the
     record format and say what they trained on as then: response tokens."""
-    rendered = f"{data['prompt_format']} template" if data["prompt_format"] == "chat" else f"{data['prompt_format']} format"
-    if "record_format" not in data:
+    rendered = f"{setup.prompt_format} template" if setup.prompt_format == "chat" else f"{setup.prompt_format} format"
+    if setup.record_format is None:
         return f"{rendered}, loss on response tokens only"
-    return f"{data['record_format']} records, {rendered}, loss on {data['trained_on']}"
+    return f"{setup.record_format} records, {rendered}, loss on {setup.trained_on}"
 
 
-def setup_table(sweep: dict) -> list[str]:
-    cfg = sweep["config"]
-    inv = sweep.get("invocations", [])
-    wall = sweep.get("sweep_wall_time_seconds")
-    train = cfg["train"]
-    environment = sweep.get("environment", {})
-    dtype = cfg["model"]["dtype"]
-    used = environment.get("compute_dtype", dtype)  # the precision `auto` resolved to
-    cpu = environment.get("cpu")
-    bf16_units = [unit for key, unit in (("amx_tile", "AMX"), ("avx512_bf16", "AVX512-BF16")) if cpu and cpu[key]]
+def setup_table(setup: Setup) -> list[str]:
+    s = setup
+    dtype = s.dtype if s.compute_dtype == s.dtype else f"{s.dtype}: {s.compute_dtype}"
+    cpu = ""
+    if s.bf16_units is not None:
+        cpu = f"; CPU {s.cpu_capability}, bf16 units: {', '.join(s.bf16_units) or 'none'}"
     return [
         "## Setup",
         "",
         "| | |",
         "|---|---|",
-        f"| Model | `{cfg['model']['name']}` ({dtype if used == dtype else f'{dtype}: {used}'}) |",
-        f"| Dataset | `{cfg['data']['dataset']}`: {sweep['data']['n_train']} train / {sweep['data']['n_eval']} eval "
-        f"examples, {_data_format(sweep['data'])} |",
-        f"| Eval set | {sweep['data'].get('eval_source') or 'held out from the training records'} |",
-        f"| LoRA | targets {', '.join(cfg['lora']['target_modules'])}; dropout {cfg['lora']['dropout']:g}; "
-        f"alpha policies {', '.join(sweep['axes']['alpha_policies'])} (alpha {cfg['lora']['alpha']:g}) |",
-        f"| Ranks / seeds / LRs | {sweep['axes']['ranks']} / {sweep['axes']['seeds']} / "
-        f"{[float(f'{x:g}') for x in sweep['axes']['learning_rates']]} |",
-        f"| Training | AdamW, {train['lr_schedule']} schedule, warmup {train['warmup_ratio']:g}, "
-        f"batch {train['batch_size']} × accumulation {train['grad_accum']}, "
-        + (f"{train['max_steps']} steps" if train['max_steps'] else f"{train['epochs']:g} epoch(s)")
-        + f", grad clip {train['max_grad_norm']:g} |",
-        f"| Device | {environment.get('device', 'n/a')}"
-        + (f"; CPU {cpu['capability']}, bf16 units: {', '.join(bf16_units) or 'none'}" if cpu else "") + " |",
-        f"| Sweep wall time | {wall:.0f} s over {len(inv)} invocation(s), including model load, data, "
-        "evaluation and this report |" if wall else "| Sweep wall time | n/a |",
+        f"| Model | `{s.model}` ({dtype}) |",
+        f"| Dataset | `{s.dataset}`: {s.n_train} train / {s.n_eval} eval examples, {_data_format(s)} |",
+        f"| Eval set | {s.eval_source or 'held out from the training records'} |",
+        f"| LoRA | targets {', '.join(s.target_modules)}; dropout {s.dropout:g}; "
+        f"alpha policies {', '.join(s.alpha_policies)} (alpha {s.alpha:g}) |",
+        f"| Ranks / seeds / LRs | {s.ranks} / {s.seeds} / {[float(f'{x:g}') for x in s.learning_rates]} |",
+        f"| Training | AdamW, {s.lr_schedule} schedule, warmup {s.warmup_ratio:g}, "
+        f"batch {s.batch_size} × accumulation {s.grad_accum}, "
+        + (f"{s.max_steps} steps" if s.max_steps else f"{s.epochs:g} epoch(s)")
+        + f", grad clip {s.max_grad_norm:g} |",
+        f"| Device | {s.device or 'n/a'}{cpu} |",
+        f"| Sweep wall time | {s.wall_time_seconds:.0f} s over {s.invocations} invocation(s), including model load, "
+        "data, evaluation and this report |" if s.wall_time_seconds else "| Sweep wall time | n/a |",
         "",
     ]
 
 
-def policy_sections(sweep: dict, baseline: dict | None, analysis: Analysis, pol: PolicySummary) -> list[str]:
+def policy_sections(analysis: Analysis, pol: PolicySummary) -> list[str]:
     suffix = f" (alpha policy `{pol.policy}`)" if len(analysis.policies) > 1 else ""
-    lines = [f"## Results{suffix}", ""] + results_table(pol, baseline, analysis.full_finetune) + [""]
-    lines += ["Loss = mean cross-entropy per trained token (nats); ± = 95% CI over seeds; time = optimisation "
-              "only (evaluation excluded); tok/s counts every non-padding token trained on.", ""]
-    fam = family_table(pol, baseline)
+    lines = [f"## Results{suffix}", ""] + results_table(pol, analysis.baseline, analysis.full_finetune) + [""]
+    lines += ["Loss = mean cross-entropy per trained token (nats); ± = 95% CI over seeds; final train loss = the mean "
+              f"over the last {analysis.thresholds.train_tail_share:.0%} of the logged training windows; time = "
+              "optimisation only (evaluation excluded); tok/s counts every non-padding token trained on.", ""]
+    fam = family_table(pol, analysis.baseline)
     if fam:
         lines += ["Exact-match accuracy per task family (greedy decoding of held-out prompts):", ""] + fam + [""]
     return lines + [
         f"## Answers{suffix}", "",
         f"1. **Is there a point of diminishing returns?** {answer_diminishing(pol)}", "",
-        f"2. **Does rank {pol.pair[0]} do as well as rank {pol.pair[1]}?** {answer_small_vs_large(pol)}", "",
+        f"2. **Does rank {pol.pair.small if pol.pair else pol.ranks[0]} do as well as rank "
+        f"{pol.pair.large if pol.pair else pol.ranks[0]}?** {answer_small_vs_large(pol)}", "",
         f"3. **How do trainable parameters scale with rank?** {answer_params(pol)}", "",
         f"4. **Is training time affected by rank?** {answer_time(pol)}", "",
         f"## Were hypotheses confirmed?{suffix}", "",
@@ -336,11 +355,11 @@ def policy_sections(sweep: dict, baseline: dict | None, analysis: Analysis, pol:
         "", f"## What the adapters learned{suffix}", "",
     ] + learned_section(pol, analysis.full_finetune, analysis.thresholds.strong_phi) + [
         "", f"## Forgetting and intruder dimensions{suffix}", "",
-    ] + forgetting_section(pol, baseline) + [
+    ] + forgetting_section(analysis, pol) + [
         "", f"## Capacity{suffix}", "",
     ] + capacity_section(pol) + [
         "", f"## Caveats{suffix}", "",
-    ] + caveats(sweep, pol, analysis.thresholds.tolerance) + [""]
+    ] + caveats(analysis.setup, pol) + [""]
 
 
 FILES = ["- `all_results.json`: every trial's `run_data.json`, keyed by rank (plus seed/LR/policy suffixes)",
@@ -350,21 +369,25 @@ FILES = ["- `all_results.json`: every trial's `run_data.json`, keyed by rank (pl
          "- `subspace.json`: φ matrices between adapters (kept so the report rebuilds without the adapters)"]
 
 
-def render(sweep: dict, baseline: dict | None, analysis: Analysis, figures: list[str]) -> str:
-    cfg = sweep["config"]
+def render(analysis: Analysis, figures: list[str], which_rank_figure: str | None = None) -> str:
+    """The README; `figures` are listed at the end, `which_rank_figure` (the forest plot) opens the
+    answer to "which rank should I use?"."""
+    setup = analysis.setup
+    if setup is None:
+        raise ValueError("the analysis has no setup (sweep.json): build it with analysis.build.build")
     lines = ["# LoRA Rank Comparison Results", ""]
-    if cfg["report"].get("note"):
-        lines += [f"> {cfg['report']['note']}", ""]
+    if setup.note:
+        lines += [f"> {setup.note}", ""]
     lines += ["Generated by `lorarank` from the JSON in this directory (`lorarank report <dir>` rebuilds it).", ""]
-    lines += which_rank_section(sweep, analysis)
-    lines += setup_table(sweep)
+    lines += which_rank_section(analysis, which_rank_figure)
+    lines += setup_table(setup)
     for pol in analysis.policies.values():
-        lines += policy_sections(sweep, baseline, analysis, pol)
+        lines += policy_sections(analysis, pol)
     if analysis.not_ok:
         lines += ["## Failed or diverged trials", "", "| Trial | Status | Error |", "|---|---|---|"]
         lines += [f"| {t.name} | {t.status} | {(t.error or '').replace('|', '/')[:200]} |"
                   for t in analysis.not_ok] + [""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
-    lines += ["## Related", ""] + related_links(sweep) + [""]
+    lines += ["## Related", ""] + related_links(setup) + [""]
     lines += ["## Files", ""] + FILES + [""]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 
 from lorarank.analysis.model import Curve, PolicySummary, RankRow  # noqa: E402
+from lorarank.analysis.sweep_info import Baseline  # noqa: E402
 from lorarank.analysis.stats import Estimate  # noqa: E402
 from lorarank.report.fmt import line_text  # noqa: E402
 
@@ -55,13 +56,23 @@ def _curves(ax, curves: dict[int, Curve], colors, title: str, ylabel: str):
     ax.grid(True, alpha=0.3, which="both")
 
 
-def rank_comparison(pol: PolicySummary, baseline: dict | None) -> Figure:
+def _ranges(means: list[float], ranges: list[tuple[float, float] | None]) -> list[list[float]] | None:
+    """Asymmetric error bars from min..max over seeds (never below the smallest value seen, so never
+    below zero for a loss); None with one seed. The paired comparisons that decide are in the
+    which-rank figure, not here."""
+    if not any(r and r[1] > r[0] for r in ranges):
+        return None
+    below = [m - r[0] if r else 0.0 for m, r in zip(means, ranges)]
+    return [below, [r[1] - m if r else 0.0 for m, r in zip(means, ranges)]]
+
+
+def rank_comparison(pol: PolicySummary, baseline: Baseline | None) -> Figure:
     """The original's four panels (loss curves, params vs loss, final losses, time) plus eval
     curves and task accuracy, for one alpha policy."""
     ranks, rows = pol.ranks, pol.rows
     colors = _colors(ranks)
     fig, axes = plt.subplots(2, 3, figsize=(18, 10))
-    fig.suptitle(f"LoRA rank comparison (alpha policy: {pol.policy}; bands = min..max over seeds, bars = 95% CI)",
+    fig.suptitle(f"LoRA rank comparison (alpha policy: {pol.policy}; bands and loss bars = min..max over seeds)",
                  fontsize=13)
 
     ax = axes[0, 0]
@@ -72,13 +83,13 @@ def rank_comparison(pol: PolicySummary, baseline: dict | None) -> Figure:
     ax = axes[0, 1]
     _curves(ax, {r: rows[r].eval_curve for r in ranks}, colors, "Eval loss vs LoRA rank", "eval loss (held-out)")
     if baseline:
-        ax.axhline(baseline["eval_loss"], color="gray", ls="--", lw=1, label=f"base model {baseline['eval_loss']:.3f}")
+        ax.axhline(baseline.eval_loss, color="gray", ls="--", lw=1, label=f"base model {baseline.eval_loss:.3f}")
     ax.legend(fontsize=8)
 
     ax = axes[0, 2]
     params = [rows[r].trainable_params / 1e6 for r in ranks]
     evals = [rows[r].final_eval_loss.mean for r in ranks]
-    yerr = _errorbars([rows[r].final_eval_loss for r in ranks])
+    yerr = _ranges(evals, [rows[r].eval_loss_range for r in ranks])
     if yerr:
         ax.errorbar(params, evals, yerr=yerr, fmt="none", ecolor="gray", capsize=3)
     ax.scatter(params, evals, c=[colors[r] for r in ranks], s=80, zorder=3)
@@ -92,32 +103,20 @@ def rank_comparison(pol: PolicySummary, baseline: dict | None) -> Figure:
     ax = axes[1, 0]
     x = list(range(len(ranks)))
     w = 0.38
-    train = [rows[r].final_train_loss.mean for r in ranks]
-    ax.bar([i - w / 2 for i in x], train, w, yerr=_errorbars([rows[r].final_train_loss for r in ranks]),
-           label="train", color="steelblue", capsize=3)
-    ax.bar([i + w / 2 for i in x], evals, w, yerr=_errorbars([rows[r].final_eval_loss for r in ranks]),
-           label="eval", color="coral", capsize=3)
+    train = [rows[r].train_loss.mean if rows[r].train_loss else 0.0 for r in ranks]
+    ax.bar([i - w / 2 for i in x], train, w, yerr=_ranges(train, [rows[r].train_loss_range for r in ranks]),
+           label="train (mean of the last logged windows)", color="steelblue", capsize=3)
+    ax.bar([i + w / 2 for i in x], evals, w, yerr=_ranges(evals, [rows[r].eval_loss_range for r in ranks]),
+           label="eval (final)", color="coral", capsize=3)
     ax.set_xticks(x, [str(r) for r in ranks])
     ax.set_xlabel("LoRA rank")
-    ax.set_ylabel("final loss")
-    ax.set_title("Final loss by rank")
+    ax.set_ylabel("loss at the end of training")
+    ax.set_title("Loss at the end of training by rank")
     ax.legend()
     ax.grid(True, alpha=0.3, axis="y")
 
     ax = axes[1, 1]
-    times = [rows[r].training_time_seconds.mean for r in ranks]
-    ax.bar(x, times, color=[colors[r] for r in ranks], yerr=_errorbars([rows[r].training_time_seconds for r in ranks]),
-           capsize=3)
-    if pol.time:
-        fit = pol.time.fit
-        ax.plot(x, [fit.intercept + fit.slope * r for r in ranks], "k--", lw=1,
-                label=f"fit {line_text(fit.intercept, fit.slope, 's', 3)}")
-        ax.legend(fontsize=8)
-    ax.set_xticks(x, [str(r) for r in ranks])
-    ax.set_xlabel("LoRA rank")
-    ax.set_ylabel("training time (s)")
-    ax.set_title("Training time by rank")
-    ax.grid(True, alpha=0.3, axis="y")
+    _time_vs_rank(ax, pol)
 
     ax = axes[1, 2]
     _accuracy_panel(ax, rows, ranks, colors, baseline)
@@ -125,7 +124,7 @@ def rank_comparison(pol: PolicySummary, baseline: dict | None) -> Figure:
     return fig
 
 
-def _accuracy_panel(ax, rows: dict[int, RankRow], ranks: list[int], colors, baseline: dict | None) -> None:
+def _accuracy_panel(ax, rows: dict[int, RankRow], ranks: list[int], colors, baseline: Baseline | None) -> None:
     if not any(rows[r].accuracy for r in ranks):
         ax.bar(range(len(ranks)), [rows[r].tokens_per_second.mean for r in ranks],
                color=[colors[r] for r in ranks])
@@ -135,8 +134,8 @@ def _accuracy_panel(ax, rows: dict[int, RankRow], ranks: list[int], colors, base
         ax.set_title("Throughput by rank (no verifiable tasks in this dataset)")
         ax.grid(True, alpha=0.3, axis="y")
         return
-    labels = (["base"] if baseline and baseline.get("accuracy") else []) + [str(r) for r in ranks]
-    overall = ([baseline["accuracy"]["overall"]] if labels[0] == "base" else []) + \
+    labels = (["base"] if baseline and baseline.accuracy is not None else []) + [str(r) for r in ranks]
+    overall = ([baseline.accuracy] if labels[0] == "base" else []) + \
               [rows[r].accuracy.mean for r in ranks]
     errs = _errorbars(([None] if labels[0] == "base" else []) + [rows[r].accuracy for r in ranks], scale=100)
     cols = (["lightgray"] if labels[0] == "base" else []) + [colors[r] for r in ranks]
@@ -144,7 +143,7 @@ def _accuracy_panel(ax, rows: dict[int, RankRow], ranks: list[int], colors, base
     fams = sorted(rows[ranks[0]].per_family or {})
     markers = "osD^v<>ph*"
     for j, fam in enumerate(fams):
-        vals = ([baseline["accuracy"]["per_family"].get(fam, 0.0)] if labels[0] == "base" else []) + \
+        vals = ([baseline.accuracy_per_family.get(fam, 0.0)] if labels[0] == "base" else []) + \
                [rows[r].per_family[fam] for r in ranks]
         ax.plot(range(len(labels)), [100 * v for v in vals], marker=markers[j % len(markers)], lw=0.8,
                 ms=4, alpha=0.8, label=fam)
@@ -152,7 +151,7 @@ def _accuracy_panel(ax, rows: dict[int, RankRow], ranks: list[int], colors, base
     ax.set_ylim(0, 105)
     ax.set_xlabel("LoRA rank (base = no adapter)")
     ax.set_ylabel("exact-match accuracy (%)")
-    ax.set_title("Task accuracy: overall (bars) and per family (lines)")
+    ax.set_title("Task accuracy: overall (bars, mean ± 95% CI) and per family (lines)")
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.grid(True, alpha=0.3, axis="y")
 
@@ -266,25 +265,10 @@ def subspace_similarity(pol: PolicySummary) -> Figure | None:
     return fig
 
 
-def cost(pol: PolicySummary) -> Figure:
-    """What rank costs: parameters (exactly linear), training time (fit vs FLOP prediction), memory."""
-    ranks, rows, policy = pol.ranks, pol.rows, pol.policy
-    colors = _colors(ranks)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    fig.suptitle(f"Cost of rank (alpha policy: {policy})", fontsize=13)
-
-    ax = axes[0]
-    ax.scatter(ranks, [rows[r].trainable_params / 1e6 for r in ranks], c=[colors[r] for r in ranks], s=60, zorder=3)
-    per_rank = pol.params.per_rank_formula
-    if per_rank:
-        ax.plot(ranks, [r * per_rank / 1e6 for r in ranks], "k--", lw=1, label=f"r × {per_rank:,}")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("LoRA rank r")
-    ax.set_ylabel("trainable parameters (M)")
-    ax.set_title("Trainable parameters vs rank")
-    ax.grid(True, alpha=0.3)
-
-    ax = axes[1]
+def _time_vs_rank(ax, pol: PolicySummary) -> None:
+    """Training time against rank on a numeric rank axis (the fit time = a + b·r is a straight line
+    only there), mean ± 95% CI over seeds, with the FLOP prediction for comparison."""
+    ranks, rows = pol.ranks, pol.rows
     times = [rows[r].training_time_seconds.mean for r in ranks]
     ax.errorbar(ranks, times, yerr=_errorbars([rows[r].training_time_seconds for r in ranks]), fmt="o",
                 color="black", capsize=3, zorder=3)
@@ -304,6 +288,27 @@ def cost(pol: PolicySummary) -> Figure:
     ax.set_title("Training time vs rank")
     ax.grid(True, alpha=0.3)
 
+
+def cost(pol: PolicySummary) -> Figure:
+    """What rank costs: parameters (exactly linear), training time (fit vs FLOP prediction), memory."""
+    ranks, rows, policy = pol.ranks, pol.rows, pol.policy
+    colors = _colors(ranks)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig.suptitle(f"Cost of rank (alpha policy: {policy})", fontsize=13)
+
+    ax = axes[0]
+    ax.scatter(ranks, [rows[r].trainable_params / 1e6 for r in ranks], c=[colors[r] for r in ranks], s=60, zorder=3)
+    per_rank = pol.params.per_rank_formula
+    if per_rank:
+        ax.plot(ranks, [r * per_rank / 1e6 for r in ranks], "k--", lw=1, label=f"r × {per_rank:,}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("LoRA rank r")
+    ax.set_ylabel("trainable parameters (M)")
+    ax.set_title("Trainable parameters vs rank")
+    ax.grid(True, alpha=0.3)
+
+    _time_vs_rank(axes[1], pol)
+
     ax = axes[2]
     mem = [rows[r].peak_memory_bytes.mean / 2 ** 30 if rows[r].peak_memory_bytes else 0 for r in ranks]
     state = [rows[r].state_bytes / 2 ** 30 for r in ranks]
@@ -318,13 +323,11 @@ def cost(pol: PolicySummary) -> Figure:
     return fig
 
 
-def save(fig: Figure, path) -> None:
-    """Write a PNG atomically (temp file + rename) and free the figure."""
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes; the figure is freed."""
     import io
-
-    from lorarank.store import write_bytes_atomic
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    return buf.getvalue()

@@ -45,22 +45,22 @@ def intruders(pol: PolicySummary) -> Figure | None:
         return None
     rows, colors = pol.rows, _colors(ranks)
     first = rows[ranks[0]].intruders
-    types = sorted(first["by_type"])
+    types = sorted(first.by_type)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4.8))
-    fig.suptitle(f"Intruder dimensions (k = {first['k']}, ε = {first['epsilon']:g}; Shuttleworth et al. 2024; "
+    fig.suptitle(f"Intruder dimensions (k = {first.k}, ε = {first.epsilon:g}; Shuttleworth et al. 2024; "
                  f"alpha policy: {pol.policy})", fontsize=12)
     width = 0.8 / len(ranks)
     for i, r in enumerate(ranks):
         xs = [j + (i - (len(ranks) - 1) / 2) * width for j in range(len(types))]
-        ax.bar(xs, [rows[r].intruders["by_type"][t] for t in types], width, color=colors[r], label=f"r={r}")
+        ax.bar(xs, [rows[r].intruders.by_type[t] for t in types], width, color=colors[r], label=f"r={r}")
     ax.set_xticks(range(len(types)), types)
-    ax.set_ylabel(f"intruders per module (of the top {first['k']} directions)")
+    ax.set_ylabel(f"intruders per module (of the top {first.k} directions)")
     ax.set_title("By module type and rank (mean over layers and seeds)")
     ax.grid(True, alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     with_f = [r for r in ranks if rows[r].forgetting]
     for r in with_f:
-        ax2.errorbar(rows[r].intruders["per_module"], rows[r].forgetting.mean, yerr=_half(rows[r].forgetting),
+        ax2.errorbar(rows[r].intruders.per_module, rows[r].forgetting.mean, yerr=_half(rows[r].forgetting),
                      fmt="o", ms=8, color=colors[r], capsize=3, label=f"r={r}")
     ax2.set_xlabel("intruders per module")
     ax2.set_ylabel("forgetting (nats)")
