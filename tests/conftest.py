@@ -15,6 +15,26 @@ TINY_CONFIG = "tiny"  # the preset shipped in src/lorarank/presets/tiny.yaml
 TINY_ARGS = ["--config", TINY_CONFIG, "--no-progress"]
 
 
+# Modules whose tests decide or compare by precision: what `model.dtype: auto` resolves to, or the
+# compute dtype a path runs in. `make test-cpus` (in CI) runs them again under LORARANK_CPU=amx and
+# LORARANK_CPU=avx2, so any host checks what a host of the other kind would take.
+DTYPE_MODULES = {"test_precision.py", "test_attention.py", "test_fused.py", "test_fastpath.py", "test_env.py"}
+
+# Tests that take seconds (real subprocesses, the real SmolLM2, Ray, whole sweeps): `make test-fast`
+# leaves them out for a quick local loop; `make test` and CI run everything.
+SLOW_MODULES = {"test_smollm2.py", "test_concurrency_faults.py", "test_ray.py", "test_reliability.py",
+                "test_data_cli.py", "test_trackers.py", "test_unreadable.py"}
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    for item in items:
+        module = item.path.name
+        if module in DTYPE_MODULES:
+            item.add_marker(pytest.mark.dtype)
+        if module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def run_cli(*argv: str) -> int:
     from lorarank.cli import main
 

@@ -38,6 +38,7 @@ def cpu_is(monkeypatch):
 
     def mock(name: str) -> None:
         capability, amx, avx512_bf16 = CPUS[name]
+        monkeypatch.delenv(env.CPU_ENV, raising=False)  # torch's probes decide, not a LORARANK_CPU profile
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)

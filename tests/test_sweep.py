@@ -41,7 +41,10 @@ def test_every_output_is_written(tiny_sweep):
 
 def test_readme_answers_every_question(tiny_sweep):
     readme = (tiny_sweep / "README.md").read_text()
-    assert "TBD" not in readme and "Fill in" not in readme
+    assert readme.startswith("# LoRA Rank Comparison Results") and "## Which rank should I use?" in readme
+    for r in (2, 4, 8):  # a results row per trained rank, with its recorded eval loss
+        run = json.loads((tiny_sweep / f"rank_{r}" / "run_data.json").read_text())
+        assert f"| {r} | {run['trainable_params']:,} (" in readme and f"{run['final_eval_loss']:.4f}" in readme
     assert "| Rank | Trainable Params | Final Train Loss | Final Eval Loss | Time (s) |" in readme
     for q in ("Is there a point of diminishing returns?", "Does rank 2 do as well as rank 8?",
               "How do trainable parameters scale with rank?", "Is training time affected by rank?"):
