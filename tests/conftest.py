@@ -13,6 +13,8 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = "tiny"  # the preset shipped in src/lorarank/presets/tiny.yaml
 TINY_ARGS = ["--config", TINY_CONFIG, "--no-progress"]
+# for tests of processes and files, not of what a trial measures: no decoding, forgetting or intruders
+LEAN = ["data.accuracy_examples=0", "eval.general_text=none", "eval.intruders=false"]
 
 
 # Modules whose tests decide or compare by precision: what `model.dtype: auto` resolves to, or the

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_ARGS, run_cli
+from conftest import LEAN, TINY_ARGS, run_cli
 from lorarank import store
 
 
@@ -50,7 +50,7 @@ def _names_trained(stdout: str) -> set[str]:
 def test_two_concurrent_runs_never_train_a_trial_twice(tmp_path):
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "lorarank", "run", *TINY_ARGS, "--ranks", "2", "4", "8", "16", "--max-steps", "20",
-           "train.eval_every=20", "data.accuracy_examples=0", "--output-dir", str(out)]
+           "train.eval_every=20", *LEAN, "--output-dir", str(out)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
@@ -70,7 +70,7 @@ def test_concurrent_runs_with_other_axes_keep_every_record(tmp_path):
     record is moved or written twice; a third run with both rates finds all four and trains none."""
     out = tmp_path / "sweep"
     base = [sys.executable, "-m", "lorarank", "run", *TINY_ARGS, "--ranks", "2", "4", "--max-steps", "4",
-            "train.eval_every=4", "data.accuracy_examples=0", "--output-dir", str(out)]
+            "train.eval_every=4", *LEAN, "--output-dir", str(out)]
     procs = [subprocess.Popen([*base, "--lr", lr], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for lr in ("1e-3", "1e-4")]
     outputs = [p.communicate(timeout=600)[0] for p in procs]

@@ -13,13 +13,13 @@ import time
 import pytest
 import torch
 
-from conftest import TINY_ARGS, run_cli
+from conftest import LEAN, TINY_ARGS, run_cli
 from lorarank import lora, store
 from lorarank.config import ALL_PROJECTIONS, DataConfig, TrainConfig
 from lorarank.data.format import prepare
 from lorarank.train import Checkpointer, train
 
-SLOW = ["--max-steps", "40", "train.eval_every=40", "data.accuracy_examples=0"]
+SLOW = ["--max-steps", "40", "train.eval_every=40", *LEAN]
 
 
 def _start(out, *extra):

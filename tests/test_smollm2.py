@@ -47,8 +47,8 @@ def test_conversion_round_trips_logits(smollm2_dir):
 def test_short_real_sweep(smollm2_dir, tmp_path):
     """Two ranks, three steps each, on the real model and the embedded suite."""
     out = tmp_path / "smol"
-    code = run_cli("run", "--ranks", "8", "16", "--max-steps", "3",
-                   "train.eval_every=3", "data.suite_size=64", "data.accuracy_examples=4", "data.max_new_tokens=12",
+    code = run_cli("run", "--ranks", "8", "16", "--max-steps", "3", "train.eval_every=3", "data.suite_size=64",
+                   "data.accuracy_examples=4", "data.max_new_tokens=12", "eval.general_windows=2",
                    "--output-dir", str(out), "--no-progress")
     assert code == 0
     runs = {r: json.loads((out / f"rank_{r}" / "run_data.json").read_text()) for r in (8, 16)}
