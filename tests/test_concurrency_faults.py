@@ -64,7 +64,7 @@ def test_two_concurrent_runs_never_train_a_trial_twice(tmp_path):
     assert {i["pid"] for i in invocations} == {p.pid for p, t in zip(procs, trained) if t}  # none lost
 
 
-def test_concurrent_runs_with_other_axes_keep_every_record(tmp_path):
+def test_concurrent_runs_with_other_axes_keep_every_record(tmp_path, capsys):
     """Two processes on one new directory at different learning rates: both plan rank_2 and rank_4
     under the same names, with different trial ids. Each trial gets a directory of its own and no
     record is moved or written twice; a third run with both rates finds all four and trains none."""
@@ -81,8 +81,9 @@ def test_concurrent_runs_with_other_axes_keep_every_record(tmp_path):
     assert not list(out.rglob("failed_attempts"))
     for f in out.glob("*/run_data.json"):  # each directory holds its own trial
         assert (f.parent / store.OWNER_FILE).read_text() == json.loads(f.read_text())["trial_id"]
-    both = subprocess.run([*base, "--lr", "1e-3", "1e-4"], capture_output=True, text=True, timeout=600)
-    assert both.returncode == 0 and "4 trials (0 to run, 4 already done)" in both.stderr + both.stdout
+    capsys.readouterr()
+    assert run_cli(*base[3:], "--lr", "1e-3", "1e-4") == 0  # in process: no concurrency left to test
+    assert "4 trials (0 to run, 4 already done)" in capsys.readouterr().out
 
 
 def test_disk_full_while_writing_the_report_ends_in_one_line(tmp_path, monkeypatch, capsys):
@@ -112,23 +113,24 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
-def test_a_full_disk_for_real_then_freed(tmp_path):
+def test_a_full_disk_for_real_then_freed(tmp_path, capsys):
     """A sweep into a 300 KB tmpfs: trials that cannot save are failed, the run ends in one line
-    without a traceback; after the disk is enlarged the same command finishes with no stale errors."""
+    without a traceback; after the disk is enlarged the same command finishes with no stale errors.
+    In process: the disk is what is tested, and the CLI's handling is the same."""
     disk = tmp_path / "disk"
     if shutil.which("mount") is None or not _mount_tmpfs(disk, "300k"):
         pytest.skip("mounting a tmpfs needs root")
     try:
         out = disk / "sweep"
-        cmd = [sys.executable, "-m", "lorarank", "run", *TINY_ARGS, "--output-dir", str(out)]
-        first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        assert first.returncode in (2, 3), first.stderr
-        assert "Traceback" not in first.stderr
-        errors = [line for line in first.stderr.splitlines() if line.startswith("error: ")]
-        assert len(errors) == (1 if first.returncode == 2 else 0), first.stderr
+        first = run_cli("run", *TINY_ARGS, "--output-dir", str(out))
+        err = capsys.readouterr().err
+        assert first in (2, 3), err
+        assert "Traceback" not in err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == (1 if first == 2 else 0), err
         assert subprocess.run(["mount", "-o", "remount,size=64m", str(disk)]).returncode == 0
-        second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        assert second.returncode == 0, second.stderr
+        second = run_cli("run", *TINY_ARGS, "--output-dir", str(out))
+        assert second == 0, capsys.readouterr().err
         for r in (2, 4, 8):
             assert json.loads((out / f"rank_{r}" / "run_data.json").read_text())["status"] == "ok"
             assert not (out / f"rank_{r}" / "error.txt").exists()

@@ -115,3 +115,23 @@ def test_run_with_a_bad_record_warns_and_trains_that_trial_again(corrupted, caps
     assert store.read_checked(out / rel)["status"] == "ok"  # a fresh record, where the trial was
     assert (out / "rank_4" / store.ATTEMPTS_DIR / "1" / store.RUN_DATA).read_bytes() == bad  # kept as it was
     assert {k: v for k, v in after.items() if "rank_4" not in k} == {k: v for k, v in before.items() if k != rel}
+
+
+def test_a_finished_record_missing_keys_is_never_moved_and_the_run_stops_on_it(corrupted, capsys):
+    """A record that still names its trial as finished but lacks a key (say, of another version) is
+    kept as it is: the run trains nothing and ends in one line, with every record unchanged."""
+
+    def without_config(raw: bytes) -> bytes:
+        doc = json.loads(raw)
+        del doc["config"]
+        return json.dumps(doc).encode()
+
+    out, rel, bad = corrupted("run_data", without_config)
+    before = records(out)
+    assert run_cli("run", *TINY_ARGS, "--output-dir", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    warning, error = [ln for ln in err.splitlines() if ln.strip()]
+    assert str(out / rel) in warning and "left as it is" in warning
+    assert error.startswith("error: ") and str(out / rel) in error and "move that trial's directory out" in error
+    assert records(out) == before and (out / rel).read_bytes() == bad

@@ -171,8 +171,8 @@ _REQUIRED = {
 }
 
 _WHAT_TO_DO = {
-    RUN_DATA: "rerun `lorarank run` with the same config and --output-dir to train that trial again "
-              "(the file is kept under failed_attempts/), or move that trial's directory out to report without it",
+    RUN_DATA: "move that trial's directory out of the sweep directory, then rerun `lorarank run` with the same "
+              "config and --output-dir to train it again, or `lorarank report` to report without it",
     SWEEP_FILE: "delete it and rerun `lorarank run` with the config that made this directory: it is written anew "
                 "and finished trials are kept and skipped",
     BASELINE_FILE: "rerun `lorarank run` with the same config and --output-dir to compute it again (finished trials "
@@ -202,6 +202,17 @@ def _problem(path: Path) -> tuple[Any, str | None]:
         if kind is not None and (not isinstance(doc[key], kind) or isinstance(doc[key], bool)):
             return None, f"its '{key}' is not a {getattr(kind, '__name__', 'number')}"
     return doc, None
+
+
+def _claimed_by(path: Path) -> dict | None:
+    """A run_data.json that names its trial, even if it lacks other keys (a record of an earlier
+    version): deciding whose a directory is, or whether a record may move, needs only that. A record
+    that names a trial is never moved for its other faults."""
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("trial_id"), str) and doc["trial_id"] else None
 
 
 def read_checked(path: Path) -> dict:
@@ -236,12 +247,9 @@ def archive_failed_attempt(trial_dir: Path, trial_id: str) -> Path | None:
     if not files:
         return None
     if (trial_dir / RUN_DATA).exists():
-        try:
-            rec = read_checked(trial_dir / RUN_DATA)
-        except UnreadableFile:
-            rec = {"trial_id": trial_id}  # unreadable: not a record, archived like a failed attempt
-        if rec.get("trial_id") != trial_id or rec.get("status") in FINAL_STATUSES:
-            raise RuntimeError(f"{trial_dir} holds the record of trial {rec.get('trial_id')} "
+        rec = _claimed_by(trial_dir / RUN_DATA)  # None: no trial's record, archived like a failed attempt
+        if rec and (rec["trial_id"] != trial_id or rec.get("status") in FINAL_STATUSES):
+            raise RuntimeError(f"{trial_dir} holds the record of trial {rec['trial_id']} "
                                f"({rec.get('status')}); it is never moved")
     root = trial_dir / ATTEMPTS_DIR
     target = root / str(len(list(root.iterdir())) + 1 if root.is_dir() else 1)
@@ -300,10 +308,8 @@ def _owner(trial_dir: Path) -> str | None:
         pass
     if not (trial_dir / RUN_DATA).exists():
         return None
-    try:
-        return read_checked(trial_dir / RUN_DATA)["trial_id"]
-    except UnreadableFile:
-        return UNKNOWN_OWNER
+    rec = _claimed_by(trial_dir / RUN_DATA)
+    return rec["trial_id"] if rec else UNKNOWN_OWNER
 
 
 def reserve(out_dir: Path, trial_id: str, name: str) -> str | None:
@@ -345,20 +351,26 @@ def holder(out_dir: Path, trial_id: str) -> str:
         return "?"
 
 
-def recorded_trials(out_dir: Path, on_unreadable: Callable[[UnreadableFile], None] | None = None) -> dict[str, dict]:
-    """trial_id -> run_data for every readable run_data.json under out_dir (any status); each
-    unreadable one is passed to `on_unreadable`, and not counted.
+def recorded_trials(out_dir: Path, on_unreadable: Callable[[UnreadableFile, bool], None] | None = None
+                    ) -> dict[str, dict]:
+    """trial_id -> run_data for every readable run_data.json under out_dir (any status).
 
     A trial counts as recorded only through its run_data.json, which is written last and
-    atomically; a directory without one is an interrupted trial."""
+    atomically; a directory without one is an interrupted trial. Each unreadable record goes to
+    `on_unreadable(error, kept)`: one that still names its trial and a final status is `kept`
+    (counted as recorded, since a finished record is never moved, so the trial is not run again);
+    any other is not counted, and its trial runs again."""
     found: dict[str, dict] = {}
     for f in sorted(out_dir.glob(f"*/{RUN_DATA}")):
         try:
             data = read_checked(f)
         except UnreadableFile as exc:
+            data = _claimed_by(f)
+            kept = bool(data and data.get("status") in FINAL_STATUSES)
             if on_unreadable:
-                on_unreadable(exc)
-            continue
+                on_unreadable(exc, kept)
+            if not kept:
+                continue
         found[data["trial_id"]] = {**data, "_dir": f.parent.name}
     return found
 

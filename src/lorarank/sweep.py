@@ -197,9 +197,13 @@ def run_sweep(cfg: Config, progress: bool = True) -> SweepOutcome:
     return outcome
 
 
-def _retrained(exc: store.UnreadableFile) -> None:
-    warn(f"{exc.what}; not a finished trial: the trial it belongs to is trained again, and the file kept "
-         f"under that directory's {store.ATTEMPTS_DIR}/")
+def _retrained(exc: store.UnreadableFile, kept: bool) -> None:
+    if kept:  # names its trial as finished: never moved, so the report stops on it
+        warn(f"{exc.what}; it names a finished trial, so it is left as it is and the report will stop on it: "
+             "move that trial's directory out of the sweep directory and rerun to train it again")
+    else:
+        warn(f"{exc.what}; not a finished trial: the trial it belongs to is trained again, and the file kept "
+             f"under that directory's {store.ATTEMPTS_DIR}/")
 
 
 def summary_line(r: dict) -> str:
