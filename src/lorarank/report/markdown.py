@@ -11,6 +11,7 @@ import os
 
 from lorarank.analysis.model import Analysis, PolicySummary, RankRow, SubspaceEntry
 from lorarank.analysis.recommend import SETTLE_SEEDS
+from lorarank.report import analyzed
 from lorarank.report.fmt import fmt_est, line_text
 from lorarank.report.which_rank import capacity_section, forgetting_section, which_rank_section
 
@@ -130,6 +131,8 @@ def answer_params(pol: PolicySummary) -> str:
 
 def answer_time(pol: PolicySummary) -> str:
     t, rows, ranks = pol.time, pol.rows, pol.ranks
+    if not t and len(ranks) > 1:  # time_fit needs every trial's time: trainers that logged none
+        return "The trainers logged no training time (train_runtime in trainer_state.json), so time cannot be related to rank."
     if not t:
         return "Only one rank was run, so time cannot be related to rank."
     lo, hi = rows[ranks[0]].training_time_seconds.mean, rows[ranks[-1]].training_time_seconds.mean
@@ -253,6 +256,8 @@ def caveats(sweep: dict, pol: PolicySummary, tolerance: float) -> list[str]:
     data = sweep["data"]
     out = [f"- **Scaling policy `{pol.policy}`:** " + POLICY_TEXT[pol.policy].format(
         alpha=cfg["lora"]["alpha"], gammas=_gammas(pol.rows))]
+    if "analyzed" in sweep:  # adapters trained elsewhere: the seeds, LRs and data are the user's
+        return out + analyzed.caveats(sweep, pol)
     if pol.n_seeds == 1:
         out.append(f"- **One seed per rank:** differences below about {100 * tolerance:.0f}% are treated as ties, "
                    f"but with one seed there is no noise estimate; rerun with `--seeds {SETTLE_SEEDS}` for "
@@ -283,6 +288,8 @@ def _data_format(data: dict) -> str:
 
 
 def setup_table(sweep: dict) -> list[str]:
+    if "analyzed" in sweep:
+        return analyzed.setup_table(sweep)
     cfg = sweep["config"]
     inv = sweep.get("invocations", [])
     wall = sweep.get("sweep_wall_time_seconds")

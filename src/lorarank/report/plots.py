@@ -28,6 +28,12 @@ def _errorbars(ests: list[Estimate | None], scale: float = 1.0) -> list[float] |
     return [0.0 if not e or e.low is None else scale * (e.high - e.low) / 2 for e in ests]
 
 
+def _means(ests: list[Estimate | None]) -> list[float]:
+    """Means for bars and points; NaN (nothing drawn) where a number was not recorded, e.g. the
+    training time of an adapter whose trainer logged none (`lorarank analyze`)."""
+    return [e.mean if e else float("nan") for e in ests]
+
+
 def _log_steps(ax) -> None:
     """Log-scaled step axis with plain integer tick labels (10, 20, 50), not 2x10^1."""
     from matplotlib.ticker import LogLocator
@@ -92,7 +98,7 @@ def rank_comparison(pol: PolicySummary, baseline: dict | None) -> Figure:
     ax = axes[1, 0]
     x = list(range(len(ranks)))
     w = 0.38
-    train = [rows[r].final_train_loss.mean for r in ranks]
+    train = _means([rows[r].final_train_loss for r in ranks])
     ax.bar([i - w / 2 for i in x], train, w, yerr=_errorbars([rows[r].final_train_loss for r in ranks]),
            label="train", color="steelblue", capsize=3)
     ax.bar([i + w / 2 for i in x], evals, w, yerr=_errorbars([rows[r].final_eval_loss for r in ranks]),
@@ -105,7 +111,7 @@ def rank_comparison(pol: PolicySummary, baseline: dict | None) -> Figure:
     ax.grid(True, alpha=0.3, axis="y")
 
     ax = axes[1, 1]
-    times = [rows[r].training_time_seconds.mean for r in ranks]
+    times = _means([rows[r].training_time_seconds for r in ranks])
     ax.bar(x, times, color=[colors[r] for r in ranks], yerr=_errorbars([rows[r].training_time_seconds for r in ranks]),
            capsize=3)
     if pol.time:
@@ -127,7 +133,7 @@ def rank_comparison(pol: PolicySummary, baseline: dict | None) -> Figure:
 
 def _accuracy_panel(ax, rows: dict[int, RankRow], ranks: list[int], colors, baseline: dict | None) -> None:
     if not any(rows[r].accuracy for r in ranks):
-        ax.bar(range(len(ranks)), [rows[r].tokens_per_second.mean for r in ranks],
+        ax.bar(range(len(ranks)), _means([rows[r].tokens_per_second for r in ranks]),
                color=[colors[r] for r in ranks])
         ax.set_xticks(range(len(ranks)), [str(r) for r in ranks])
         ax.set_xlabel("LoRA rank")
@@ -285,7 +291,7 @@ def cost(pol: PolicySummary) -> Figure:
     ax.grid(True, alpha=0.3)
 
     ax = axes[1]
-    times = [rows[r].training_time_seconds.mean for r in ranks]
+    times = _means([rows[r].training_time_seconds for r in ranks])
     ax.errorbar(ranks, times, yerr=_errorbars([rows[r].training_time_seconds for r in ranks]), fmt="o",
                 color="black", capsize=3, zorder=3)
     t = pol.time
