@@ -190,7 +190,9 @@ def trainer_of(path: Path, has_state: bool) -> dict:
     name = next((n for tag, n in TRAINER_TAGS if tag in tags or n in versions), None)
     if name is None and (path.parent / "run_data.json").is_file():
         name = "lorarank"
-    name = name or ("Transformers Trainer" if has_state else "PEFT")
+    if name is None and "Transformers" in versions:
+        name = "Transformers Trainer"
+    name = name or ("trainer not named (trainer_state.json)" if has_state else "trainer not named (PEFT files only)")
     version = versions.get(name) or versions.get({"Transformers Trainer": "Transformers"}.get(name, name))
     return {"name": name, "version": version, "versions": versions}
 

@@ -279,7 +279,7 @@ def sweep_file(out: Path, cfg: Config, found: list[Adapter], setup: Setup) -> di
 
 
 def adapter_summary(a: Adapter) -> dict:
-    return {"path": str(a.path.resolve()), "weights_sha256": a.weights_sha256, "rank": a.rank,
+    return {"adapter_path": str(a.path.resolve()), "weights_sha256": a.weights_sha256, "rank": a.rank,
             "lora_alpha": a.lora_alpha, "use_rslora": a.use_rslora, "seed": a.seed, "trainer": a.trainer,
             "base_model_name_or_path": a.base, "modules_to_save": a.modules_to_save,
             "trainer_state": str(a.state_path.resolve()) if a.state_path else None}

@@ -1,0 +1,187 @@
+"""`lorarank analyze` on adapters trained outside lorarank, by stock PEFT in a plain loop and saved the way
+TRL and Axolotl lay out an output_dir; the round trip against `lorarank run`; and every bad input.
+
+All numbers are compared in float32 (model.dtype=float32): `auto` would pick bf16 on a CPU with bf16 units.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+
+FP32 = "model.dtype=float32"
+EVAL = ["--base", "tiny-random", "--eval-data", "instruct-suite", "--config", "tiny", FP32]
+LR = 1e-3
+STEPS = 6
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+# ---------------------------------------------------------------------------------------------- a plain PEFT loop
+
+
+def _batch(examples, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are the completion tokens (-100 elsewhere), as a TRL SFT run trains."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id)
+    labels = torch.full((len(examples), width), -100)
+    attn = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        attn[i, :n] = 1
+        labels[i, :n] = torch.where(torch.tensor(e.loss_mask), torch.tensor(e.input_ids), -100)
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def train_plain(data, tok, rank: int, seed: int, out: Path, final_in_root: bool) -> None:
+    """Train one adapter with PEFT and AdamW, saving checkpoint-N/ (adapter + trainer_state.json) every
+    2 steps like a Trainer; Axolotl-style runs also save the final adapter into the output_dir."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainerState
+
+    from lorarank.builtin_models import tiny_random_model
+
+    pad_id = tok.pad_token_id
+    base = tiny_random_model(len(tok), torch.float32)
+    torch.manual_seed(seed)
+    model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=TARGETS))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    order = torch.Generator().manual_seed(seed)
+    log = []
+    for step in range(1, STEPS + 1):
+        picks = torch.randint(len(data.train), (8,), generator=order).tolist()
+        loss = model(**_batch([data.train[i] for i in picks], pad_id)).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        log.append({"epoch": step / STEPS, "learning_rate": LR, "loss": round(loss.item(), 4), "step": step})
+        if step % 2 == 0:
+            with torch.no_grad():
+                model.eval()
+                log.append({"epoch": step / STEPS, "eval_loss": model(**_batch(data.eval, pad_id)).loss.item(),
+                            "step": step})
+                model.train()
+            ckpt = out / f"checkpoint-{step}"
+            model.save_pretrained(ckpt)
+            TrainerState(global_step=step, max_steps=STEPS, logging_steps=1, eval_steps=2, save_steps=2,
+                         log_history=list(log)).save_to_json(str(ckpt / "trainer_state.json"))
+    if final_in_root:
+        model.save_pretrained(out)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """2 ranks x 3 seeds: seed 1 and 3 as TRL output_dirs (checkpoints only), seed 2 as Axolotl's
+    (checkpoints plus the final adapter in the output_dir)."""
+    from lorarank.builtin_models import tiny_tokenizer
+    from lorarank.config import load_config
+    from lorarank.data.format import prepare
+
+    tok = tiny_tokenizer()
+    data = prepare(load_config("tiny").data, tok)
+    root = tmp_path_factory.mktemp("runs")
+    for rank in (2, 8):
+        for seed in (1, 2, 3):
+            style = "axolotl" if seed == 2 else "trl"
+            train_plain(data, tok, rank, seed, root / f"{style}-r{rank}-seed{seed}", style == "axolotl")
+    return root
+
+
+def _snapshot(d: Path) -> dict:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()} if d.exists() else None
+
+
+@pytest.fixture(scope="module")
+def analysed(runs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("analysed") / "report"
+    assert run_cli("analyze", str(runs / "*"), *EVAL, "--seed-pattern", r"seed(\d+)", "--output-dir", str(out)) == 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def test_analyze_end_to_end(analysed, runs):
+    records = {p.parent.name: json.loads(p.read_text()) for p in analysed.glob("*/run_data.json")}
+    assert sorted(records) == [f"rank_{r}_s{s}" for r in (2, 8) for s in (1, 2, 3)]
+    for name, rec in records.items():
+        rank, seed = map(int, re.fullmatch(r"rank_(\d+)_s(\d+)", name).groups())
+        style = "axolotl" if seed == 2 else "trl"
+        run_dir = runs / f"{style}-r{rank}-seed{seed}"
+        # TRL layout: the last checkpoint; Axolotl layout: the final adapter in the output_dir
+        assert Path(rec["source"]["adapter_path"]) == (run_dir if style == "axolotl" else run_dir / "checkpoint-6")
+        # curves come from the last checkpoint's trainer_state.json, as logged
+        state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
+        assert rec["train_losses"] == [e["loss"] for e in state["log_history"] if "loss" in e]
+        assert rec["eval_steps"] == [2, 4, 6]
+        assert rec["learning_rate"] == LR and rec["alpha_policy"] == "proportional" and rec["effective_scale"] == 2.0
+        assert rec["trainable_params"] == rank * rec["params_per_rank"]
+        assert "final_eval_loss" in rec["source"]["measured"] and "train_losses" in rec["source"]["from_trainer"]
+        assert len(rec["source"]["weights_sha256"]) == 64
+    analysis = json.loads((analysed / "analysis.json").read_text())
+    pol = analysis["policies"]["proportional"]
+    assert pol["n_seeds"] == 3 and pol["recommendation"] is not None
+    readme = (analysed / "README.md").read_text()
+    assert "by a paired TOST over 3 seeds" in readme
+    assert "paired by the seed labels read from the adapters' paths (--seed-pattern):** the pairing is the user's" in readme
+    # a plain loop: trainer_state.json names no trainer; PEFT's model card gives its version
+    assert "| Trained by | trainer not named (trainer_state.json), PEFT 0." in readme
+    for fig in ("rank_comparison.png", "adapter_analysis.png", "subspace_similarity.png", "forgetting.png"):
+        assert (analysed / fig).stat().st_size > 10_000, fig
+    assert json.loads((analysed / "subspace.json").read_text())["proportional"]["seed_vs_seed"]["ranks"] == [8, 8]
+
+
+def test_report_rebuilds_analysis_from_json(analysed):
+    before = (analysed / "README.md").read_text()
+    assert run_cli("report", str(analysed)) == 0
+    assert (analysed / "README.md").read_text() == before
+
+
+def test_analyze_again_keeps_records(analysed, runs):
+    """A second run on the same directory finds every adapter recorded and rewrites no record."""
+    before = {p: p.read_bytes() for p in analysed.glob("*/run_data.json")}
+    assert run_cli("analyze", str(runs / "*"), *EVAL, "--seed-pattern", r"seed(\d+)", "--output-dir", str(analysed)) == 0
+    assert {p: p.read_bytes() for p in analysed.glob("*/run_data.json")} == before
+
+
+# ---------------------------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_matches_the_sweep(tmp_path):
+    """Adapters of `lorarank run`, analysed against the same eval set, give the sweep's own numbers."""
+    sweep = tmp_path / "sweep"
+    assert run_cli("run", "--config", "tiny", "--no-progress", "--ranks", "2", "4", "--seeds", "2",
+                   "--output-dir", str(sweep), FP32) == 0
+    out = tmp_path / "analysed"
+    assert run_cli("analyze", str(sweep / "rank_*" / "adapter"), *EVAL, "--seed-pattern", r"_s(\d+)",
+                   "--output-dir", str(out)) == 0
+    names = sorted(p.parent.name for p in sweep.glob("rank_*/run_data.json"))
+    assert names == ["rank_2_s42", "rank_2_s43", "rank_4_s42", "rank_4_s43"]
+    for name in names:
+        ran, got = (json.loads((d / name / "run_data.json").read_text()) for d in (sweep, out))
+        assert got["source"]["trainer"]["name"] == "lorarank"
+        for key in ("trainable_params", "total_params", "params_per_rank"):
+            assert got[key] == ran[key], key
+        assert got["final_eval_loss"] == pytest.approx(ran["final_eval_loss"], abs=1e-5)
+        assert got["general_loss"] == pytest.approx(ran["general_loss"], abs=1e-5)
+        for kind, spec in ran["spectra"]["by_type"].items():
+            assert got["spectra"]["by_type"][kind]["normalized_spectrum"] == pytest.approx(
+                spec["normalized_spectrum"], abs=1e-5)
+            assert got["spectra"]["by_type"][kind]["effective_rank"] == pytest.approx(spec["effective_rank"], abs=1e-5)
+        assert got["intruders"]["by_type"] == ran["intruders"]["by_type"]
+        assert got["accuracy"]["overall"] == ran["accuracy"]["overall"]
+    phi_ran, phi_got = (json.loads((d / "subspace.json").read_text())["constant"] for d in (sweep, out))
+    for kind in ("small_vs_large", "seed_vs_seed"):
+        for space in ("A", "delta_out"):
+            for module, m in phi_ran[kind]["spaces"][space].items():
+                assert torch.allclose(torch.tensor(phi_got[kind]["spaces"][space][module]["phi"]),
+                                      torch.tensor(m["phi"]), atol=1e-5)
+    base_ran, base_got = (json.loads((d / "baseline.json").read_text()) for d in (sweep, out))
+    assert base_got["eval_loss"] == pytest.approx(base_ran["eval_loss"], abs=1e-5)
