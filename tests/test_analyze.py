@@ -185,3 +185,79 @@ def test_round_trip_matches_the_sweep(tmp_path):
                                       torch.tensor(m["phi"]), atol=1e-5)
     base_ran, base_got = (json.loads((d / "baseline.json").read_text()) for d in (sweep, out))
     assert base_got["eval_loss"] == pytest.approx(base_ran["eval_loss"], abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def _save(model_config, path: Path, base_name: str | None = None) -> Path:
+    """A real PEFT adapter of the tiny model, saved with save_pretrained (untrained: errors need no training)."""
+    from peft import get_peft_model
+
+    from lorarank.builtin_models import tiny_random_model, tiny_tokenizer
+
+    model = get_peft_model(tiny_random_model(len(tiny_tokenizer()), torch.float32), model_config)
+    model.save_pretrained(path)
+    if base_name is not None:  # as an adapter trained on a hub model records it
+        cfg = json.loads((path / "adapter_config.json").read_text())
+        cfg["base_model_name_or_path"] = base_name
+        (path / "adapter_config.json").write_text(json.dumps(cfg))
+    return path
+
+
+def _lora(rank: int = 2, **kw):
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TARGETS, **kw)
+
+
+def _truncated(path: Path) -> Path:
+    f = path / "adapter_model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return path
+
+
+def _renamed_module(path: Path) -> Path:
+    """An adapter of a model whose attention projection is called query_key_value (GPT-NeoX style)."""
+    from safetensors.torch import load_file, save_file
+
+    f = path / "adapter_model.safetensors"
+    save_file({k.replace("q_proj", "query_key_value"): v for k, v in load_file(str(f)).items()}, str(f))
+    return path
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    from peft import AdaLoraConfig, IA3Config
+
+    return {
+        "dora": ([str(_save(_lora(use_dora=True), tmp / "dora"))], r"is a DoRA adapter \(use_dora: true\)"),
+        "ia3": ([str(_save(IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
+                                     feedforward_modules=["down_proj"]), tmp / "ia3"))], r"is a IA3 adapter, not LoRA"),
+        "adalora": ([str(_save(AdaLoraConfig(r=2, target_modules=TARGETS, total_step=10), tmp / "adalora"))],
+                    r"is a ADALORA adapter, not LoRA"),
+        "unreadable": ([str(_truncated(_save(_lora(), tmp / "truncated")))], r"unreadable weights"),
+        "bases": ([str(_save(_lora(), tmp / "a", "org/model-a")), str(_save(_lora(4), tmp / "b", "org/model-b"))],
+                  r"adapters of different base models \(org/model-a: .*; org/model-b: .*\): analyse each base"),
+        "targets": ([str(_renamed_module(_save(_lora(), tmp / "neox")))],
+                    r"adapts model\.layers\.0\.self_attn\.query_key_value and 1 more, which this base model does not have"),
+        "empty glob": ([str(tmp / "nothing-here-*")], r"no LoRA adapter found under .*nothing-here-\*"),
+        "no checkpoint": ([str(tmp)], r"no LoRA adapter found under"),  # a directory of runs, not an adapter
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> dict[str, tuple[list[str], str]]:
+    return _bad_inputs(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.mark.parametrize("case", ["dora", "ia3", "adalora", "unreadable", "bases", "targets", "empty glob",
+                                  "no checkpoint"])
+def test_bad_input_one_line_exit_2_nothing_written(case, bad_inputs, analysed, tmp_path, capsys):
+    paths, message = bad_inputs[case]
+    for out in (tmp_path / "new", analysed):  # a new directory stays absent; an earlier analysis unchanged
+        before = _snapshot(out)
+        capsys.readouterr()
+        assert run_cli("analyze", *paths, *EVAL, "--output-dir", str(out)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(message, err[0]), err
+        assert _snapshot(out) == before

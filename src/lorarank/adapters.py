@@ -57,6 +57,12 @@ class Adapter:
         return self.lora_alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
 
     @property
+    def leaf_targets(self) -> list[str]:
+        """The adapted modules' last name components ('q_proj'), read from the weights themselves:
+        'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' -> 'q_proj'."""
+        return sorted({k.split(".lora_", 1)[0].rsplit(".", 1)[-1] for k in self.shapes})
+
+    @property
     def alpha_policy(self) -> str:
         """The lorarank alpha policy this adapter's (α, rsLoRA) corresponds to (lora.scaling_for)."""
         if self.use_rslora:
@@ -233,16 +239,20 @@ def curves(state: dict | None) -> Curves:
 def check_base(adapter: Adapter, base) -> None:
     """Every adapted module exists in `base` with the shapes the adapter was trained on."""
     modules = dict(base.named_modules())
-    wrong = []
-    for key, shape in adapter.shapes.items():
+    wrong, missing = [], []
+    for key, shape in sorted(adapter.shapes.items()):
         name, kind = re.sub(r"^base_model\.model\.", "", key).split(".lora_", 1)
         mod = modules.get(name)
         if mod is None or not hasattr(mod, "in_features"):
-            raise UserError(f"{adapter.path} adapts {name}, which this base model does not have: pass the base it "
-                            "was trained on with --base")
+            missing += [name] if name not in missing else []
+            continue
         want = (shape[0], mod.in_features) if kind.startswith("A") else (mod.out_features, shape[1])
         if tuple(shape) != want:
             wrong.append(f"{name} ({'x'.join(map(str, shape))} vs {'x'.join(map(str, want))})")
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise UserError(f"{adapter.path} adapts {missing[0]}{more}, which this base model does not have: pass the "
+                        "base it was trained on with --base")
     if wrong:
         raise UserError(f"{adapter.path} was trained on a base with other shapes ({wrong[0]}): pass the base it "
                         "was trained on with --base")

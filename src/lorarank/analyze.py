@@ -123,7 +123,7 @@ def make_config(req: Request, found: list[Adapter]) -> Config:
         o["data.dataset"] = o["data.eval_dataset"] = req.eval_data
     if req.general_text:
         o["eval.general_text"] = req.general_text
-    o["lora.target_modules"] = sorted({_leaf(k) for a in found for k in a.shapes})
+    o["lora.target_modules"] = sorted({t for a in found for t in a.leaf_targets})
     o["lora.alpha"] = next((a.lora_alpha for a in found if a.alpha_policy == "constant"), found[0].lora_alpha)
     o["sweep.ranks"] = sorted({a.rank for a in found})
     o["sweep.seeds"] = sorted({NO_SEED if a.seed is None else a.seed for a in found})
@@ -135,22 +135,18 @@ def make_config(req: Request, found: list[Adapter]) -> Config:
     return load_config(req.config, o)
 
 
-def _leaf(key: str) -> str:
-    """'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' -> 'q_proj'."""
-    return key.split(".lora_", 1)[0].rsplit(".", 1)[-1]
-
-
 def _curves(a: Adapter) -> adapters.Curves:
     return adapters.curves(a.state)
 
 
 def fixed_config(cfg: Config) -> dict:
-    """What every record of this directory shares: model, eval data and probes (sweep.fixed_config);
-    the training section is the trainer's and is not lorarank's to record."""
+    """What every record of this directory shares: model, eval data and probes (sweep.fixed_config).
+    The training and LoRA settings are each adapter's own, recorded in its trial section."""
     from lorarank.sweep import fixed_config as sweep_fixed
 
     d = sweep_fixed(cfg)
     d.pop("train")
+    d.pop("lora")  # per adapter (its trial section): adapters with other targets may share a directory
     return d
 
 
@@ -173,7 +169,8 @@ def plan(found: list[Adapter], cfg: Config, with_eval: bool) -> list[Planned]:
         if len(cfg.sweep.learning_rates) > 1:
             name += f"_lr{lr:g}"
         trial = {"rank": a.rank, "seed": seed, "learning_rate": lr, "alpha_policy": a.alpha_policy,
-                 "weights_sha256": a.weights_sha256}
+                 "lora_alpha": a.lora_alpha, "use_rslora": a.use_rslora, "target_modules": a.leaf_targets,
+                 "modules_to_save": a.modules_to_save, "weights_sha256": a.weights_sha256}
         tc = {**fixed_config(cfg), "trial": trial}
         out.append(Planned(a, c, name, tc, config_hash(tc)))
     if not with_eval:
@@ -317,7 +314,7 @@ def measure_adapter(setup: Setup, cfg: Config, p: Planned, name: str) -> tuple[o
         if setup.data is not None:
             measured["final_eval_loss"] = measure.loss_on_eval(model, setup.data, cfg, setup.tok.pad_token_id,
                                                                setup.device)
-        shape = {"params_per_rank": lora.params_per_rank(setup.base, cfg.lora.target_modules),
+        shape = {"params_per_rank": lora.params_per_rank(setup.base, p.adapter.leaf_targets),
                  "matmul_params": lora.matmul_params(setup.base)}
     finally:
         base = lora.detach(model)
