@@ -151,6 +151,46 @@ def test_analyze_again_keeps_records(analysed, runs):
     assert {p: p.read_bytes() for p in analysed.glob("*/run_data.json")} == before
 
 
+def test_analyze_trl_output_dirs(tmp_path):
+    """Real TRL SFTTrainer runs (2 ranks x 3 seeds), each output_dir as TRL leaves it: the final adapter and
+    model card in the output_dir, checkpoint-N/ with trainer_state.json."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from lorarank.builtin_models import tiny_random_model, tiny_tokenizer
+    from lorarank.data import suite
+
+    tok = tiny_tokenizer()
+    rows = [{"prompt": r["instruction"] + (f"\n{r['input']}" if r.get("input") else ""), "completion": r["output"]}
+            for r in suite.generate(96, seed=42)]
+    for rank in (2, 8):
+        for seed in (1, 2, 3):
+            args = SFTConfig(output_dir=str(tmp_path / "runs" / f"r{rank}-seed{seed}"), max_steps=4, save_steps=2,
+                             logging_steps=1, eval_strategy="steps", eval_steps=2, per_device_train_batch_size=8,
+                             learning_rate=LR, seed=seed, report_to=[], use_cpu=True, max_length=128)
+            trainer = SFTTrainer(model=tiny_random_model(len(tok), torch.float32), args=args,
+                                 train_dataset=Dataset.from_list(rows[:80]), eval_dataset=Dataset.from_list(rows[80:]),
+                                 processing_class=tok, peft_config=LoraConfig(r=rank, lora_alpha=16, target_modules=TARGETS))
+            trainer.train()
+            trainer.save_model()
+    out = tmp_path / "analysed"
+    assert run_cli("analyze", str(tmp_path / "runs" / "*"), *EVAL, "--seed-pattern", r"seed(\d+)",
+                   "--output-dir", str(out)) == 0
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*/run_data.json"))]
+    assert len(records) == 6 and {r["rank"] for r in records} == {2, 8} and {r["seed"] for r in records} == {1, 2, 3}
+    import trl
+
+    for rec in records:
+        assert rec["source"]["trainer"]["name"] == "TRL" and rec["source"]["trainer"]["version"] == trl.__version__
+        assert rec["source"]["trainer_state"].endswith("checkpoint-4/trainer_state.json")
+        assert rec["eval_steps"] == [2, 4] and len(rec["train_losses"]) == 4
+        assert rec["alpha_policy"] == "constant" and rec["effective_scale"] == 16 / rec["rank"]
+    readme = (out / "README.md").read_text()
+    assert f"| Trained by | TRL {trl.__version__}, PEFT " in readme and "by a paired TOST over 3 seeds" in readme
+
+
 # ---------------------------------------------------------------------------------------------- round trip
 
 

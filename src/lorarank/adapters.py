@@ -62,12 +62,15 @@ class Adapter:
         'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' -> 'q_proj'."""
         return sorted({k.split(".lora_", 1)[0].rsplit(".", 1)[-1] for k in self.shapes})
 
-    @property
-    def alpha_policy(self) -> str:
-        """The lorarank alpha policy this adapter's (α, rsLoRA) corresponds to (lora.scaling_for)."""
-        if self.use_rslora:
-            return "rslora"
-        return "proportional" if self.lora_alpha == 2 * self.rank else "constant"
+
+
+def alpha_policies(found: list[Adapter]) -> dict[Path, str]:
+    """The lorarank alpha policy (lora.scaling_for) each adapter was trained under, judged across all of
+    them: rsLoRA where set; else one lora_alpha for every rank is `constant` (γ = α/r) and α = 2r for
+    every rank is `proportional` (γ = 2). Any other mix is labelled `constant`, and each row shows its γ."""
+    plain = [a for a in found if not a.use_rslora]
+    proportional = len({a.lora_alpha for a in plain}) > 1 and all(a.lora_alpha == 2 * a.rank for a in plain)
+    return {a.path: "rslora" if a.use_rslora else "proportional" if proportional else "constant" for a in found}
 
 
 # ---------------------------------------------------------------------------------------------- finding
@@ -90,7 +93,7 @@ def _adapter_dir(d: Path) -> Path | None:
     """d itself when it holds an adapter, else its last checkpoint-N that does, else None."""
     if (d / CONFIG).is_file():
         return d
-    checkpoints = [c for c in d.glob("checkpoint-*") if c.name.split("-", 1)[1].isdigit() and (c / CONFIG).is_file()]
+    checkpoints = [c for c in d.glob("checkpoint-*") if _is_checkpoint(c) and (c / CONFIG).is_file()]
     return max(checkpoints, key=lambda c: int(c.name.split("-", 1)[1])) if checkpoints else None
 
 
@@ -164,7 +167,7 @@ def _state_file(path: Path) -> Path | None:
     which Trainer.save_model leaves without one) that of the output_dir's last checkpoint."""
     if (path / STATE).is_file():
         return path / STATE
-    states = [c / STATE for c in path.glob("checkpoint-*") if c.name.split("-", 1)[1].isdigit() and (c / STATE).is_file()]
+    states = [c / STATE for c in path.glob("checkpoint-*") if _is_checkpoint(c) and (c / STATE).is_file()]
     return max(states, key=lambda f: int(f.parent.name.split("-", 1)[1])) if states else None
 
 
@@ -185,11 +188,9 @@ def seed_of(path: Path, pattern: str | None, state: dict | None) -> int | None:
 
 def trainer_of(path: Path, has_state: bool) -> dict:
     """Which trainer wrote the adapter, and the framework versions its model card lists."""
-    card = ""
-    try:
-        card = (path / CARD).read_text()
-    except (OSError, UnicodeDecodeError):
-        pass
+    card = _card(path)
+    if "Framework versions" not in card and _is_checkpoint(path):  # the trainer's card sits in the output_dir
+        card = _card(path.parent)
     versions = dict(re.findall(r"^- ([A-Za-z][\w .-]*?):? (\d[\w.+-]*)\s*$", card.split("Framework versions", 1)[-1],
                                re.M)) if "Framework versions" in card else {}
     tags = set(re.findall(r"^\s*- ([\w.-]+)\s*$", card.split("---", 2)[1], re.M)) if card.startswith("---") else set()
@@ -201,6 +202,17 @@ def trainer_of(path: Path, has_state: bool) -> dict:
     name = name or ("trainer not named (trainer_state.json)" if has_state else "trainer not named (PEFT files only)")
     version = versions.get(name) or versions.get({"Transformers Trainer": "Transformers"}.get(name, name))
     return {"name": name, "version": version, "versions": versions}
+
+
+def _card(d: Path) -> str:
+    try:
+        return (d / CARD).read_text()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _is_checkpoint(d: Path) -> bool:
+    return d.name.startswith("checkpoint-") and d.name.split("-", 1)[1].isdigit()
 
 
 # ---------------------------------------------------------------------------------------------- trainer logs
@@ -216,6 +228,7 @@ class Curves:
     peak_learning_rate: float | None = None
     train_runtime: float | None = None  # seconds, logged once when Trainer.train() returns
     global_step: int | None = None
+    tokens_trained: int | None = None  # TRL logs num_tokens; a Trainer with include_num_input_tokens_seen too
 
 
 def curves(state: dict | None) -> Curves:
@@ -230,6 +243,8 @@ def curves(state: dict | None) -> Curves:
         eval_losses=[e["eval_loss"] for e in log if "eval_loss" in e],
         peak_learning_rate=float(f"{max(lrs):.3g}") if lrs else None, train_runtime=runtime,
         global_step=state.get("global_step"),
+        tokens_trained=next((int(e["num_tokens"]) for e in reversed(log) if "num_tokens" in e),
+                            state.get("num_input_tokens_seen") or None),
     )
 
 

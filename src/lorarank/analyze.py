@@ -36,7 +36,7 @@ NO_SEED = 0  # the seed label of an adapter whose path names none (one adapter p
 # numbers lorarank computes itself, and those it copies from trainer_state.json
 MEASURED = ["trainable_params", "total_params", "final_eval_loss", "accuracy", "general_loss", "spectra", "intruders"]
 FROM_TRAINER = ["train_losses", "steps", "eval_losses", "eval_steps", "final_train_loss", "training_time_seconds",
-                "learning_rate", "total_steps"]
+                "learning_rate", "total_steps", "tokens_per_second"]
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,11 @@ def make_config(req: Request, found: list[Adapter]) -> Config:
     if req.general_text:
         o["eval.general_text"] = req.general_text
     o["lora.target_modules"] = sorted({t for a in found for t in a.leaf_targets})
-    o["lora.alpha"] = next((a.lora_alpha for a in found if a.alpha_policy == "constant"), found[0].lora_alpha)
+    policies = adapters.alpha_policies(found)
+    o["lora.alpha"] = next((a.lora_alpha for a in found if policies[a.path] == "constant"), found[0].lora_alpha)
     o["sweep.ranks"] = sorted({a.rank for a in found})
     o["sweep.seeds"] = sorted({NO_SEED if a.seed is None else a.seed for a in found})
-    o["sweep.alpha_policies"] = list(dict.fromkeys(a.alpha_policy for a in found))
+    o["sweep.alpha_policies"] = list(dict.fromkeys(policies[a.path] for a in found))
     lrs = sorted({c.peak_learning_rate for c in map(_curves, found) if c.peak_learning_rate})
     if lrs:
         o["sweep.learning_rates"] = lrs
@@ -156,19 +157,20 @@ def plan(found: list[Adapter], cfg: Config, with_eval: bool) -> list[Planned]:
     seeds = len(cfg.sweep.seeds) > 1
     policies = len(cfg.sweep.alpha_policies) > 1
     out, seen = [], {}
+    policy_of = adapters.alpha_policies(found)
     for a in found:
         c = _curves(a)
         lr = c.peak_learning_rate or 0.0  # 0.0: the trainer logged none
         seed = NO_SEED if a.seed is None else a.seed
-        key = (a.rank, a.alpha_policy, lr, seed)
+        key = (a.rank, policy_of[a.path], lr, seed)
         if key in seen:
             raise UserError(f"{seen[key]} and {a.path} are both rank {a.rank} with seed label {seed}: pass "
                             r"--seed-pattern with a group that tells them apart, e.g. 'seed(\d+)'")
         seen[key] = a.path
-        name = f"rank_{a.rank}" + (f"_s{seed}" if seeds else "") + (f"_{a.alpha_policy}" if policies else "")
+        name = f"rank_{a.rank}" + (f"_s{seed}" if seeds else "") + (f"_{policy_of[a.path]}" if policies else "")
         if len(cfg.sweep.learning_rates) > 1:
             name += f"_lr{lr:g}"
-        trial = {"rank": a.rank, "seed": seed, "learning_rate": lr, "alpha_policy": a.alpha_policy,
+        trial = {"rank": a.rank, "seed": seed, "learning_rate": lr, "alpha_policy": policy_of[a.path],
                  "lora_alpha": a.lora_alpha, "use_rslora": a.use_rslora, "target_modules": a.leaf_targets,
                  "modules_to_save": a.modules_to_save, "weights_sha256": a.weights_sha256}
         tc = {**fixed_config(cfg), "trial": trial}
@@ -349,16 +351,18 @@ def record(p: Planned, name: str, cfg: Config, setup: Setup, trainable: int, tot
         "seed": trial["seed"],
         "learning_rate": trial["learning_rate"],
         "lora_alpha": a.lora_alpha,
-        "alpha_policy": a.alpha_policy,
+        "alpha_policy": trial["alpha_policy"],
         "use_rslora": a.use_rslora,
         "effective_scale": a.gamma,
         "status": "ok",
         "error": None,
         "total_steps": c.global_step,
         "eval_time_seconds": seconds,
+        # the trainer's count goes to `source`: lorarank's FLOP model (cost.py) assumes its own loop, which
+        # computes the LM head on completion tokens only, so it is not applied to other trainers' runs
         "tokens_trained": None,
         "completion_tokens_trained": None,
-        "tokens_per_second": None,
+        "tokens_per_second": c.tokens_trained / c.train_runtime if c.tokens_trained and c.train_runtime else None,
         "peak_memory_bytes": None,
         "data": None if d is None else {
             "fingerprint": d.fingerprint, "n_train": 0, "n_eval": len(d.eval), "prompt_format": d.prompt_format,
@@ -374,6 +378,7 @@ def record(p: Planned, name: str, cfg: Config, setup: Setup, trainable: int, tot
             **adapter_summary(a),
             "measured": [k for k in MEASURED if k != "final_eval_loss" or not from_trainer_eval],
             "from_trainer": FROM_TRAINER + (["final_eval_loss"] if from_trainer_eval else []),
+            "tokens_logged": c.tokens_trained,
             "lora_parts_only": bool(a.modules_to_save),  # spectra and intruders cover the LoRA layers alone
         },
     }
