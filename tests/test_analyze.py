@@ -191,6 +191,32 @@ def test_analyze_trl_output_dirs(tmp_path):
     assert f"| Trained by | TRL {trl.__version__}, PEFT " in readme and "by a paired TOST over 3 seeds" in readme
 
 
+def test_modules_to_save_analysed_on_lora_parts(tmp_path):
+    """An adapter that also saves a full lm_head is evaluated with it, its spectra cover the LoRA layers,
+    the report says so, and the next adapter is measured on the untouched base."""
+    from peft import get_peft_model
+
+    from lorarank.builtin_models import tiny_random_model, tiny_tokenizer
+
+    model = get_peft_model(tiny_random_model(len(tiny_tokenizer()), torch.float32),
+                           _lora(2, modules_to_save=["lm_head"]))
+    with torch.no_grad():  # a "trained" head: different from the base's
+        model.base_model.model.lm_head.modules_to_save["default"].weight.mul_(0.5)
+    model.save_pretrained(tmp_path / "with-head")
+    plain = _save(_lora(4, init_lora_weights=False), tmp_path / "plain")  # B random, so ΔW != 0
+    both, alone = tmp_path / "both", tmp_path / "alone"
+    assert run_cli("analyze", str(tmp_path / "with-head"), str(plain), *EVAL, "--output-dir", str(both)) == 0
+    assert run_cli("analyze", str(plain), *EVAL, "--output-dir", str(alone)) == 0
+    head = json.loads((both / "rank_2" / "run_data.json").read_text())
+    assert head["source"]["lora_parts_only"] and head["source"]["modules_to_save"] == ["lm_head"]
+    assert set(head["spectra"]["by_type"]) == set(TARGETS)
+    assert "| modules_to_save | lm_head: evaluated with the adapter, but spectra and intruders cover the LoRA " \
+           "layers only |" in (both / "README.md").read_text()
+    after, single = (json.loads((d / "rank_4" / "run_data.json").read_text()) for d in (both, alone))
+    assert after["final_eval_loss"] == single["final_eval_loss"]
+    assert after["general_loss"] == single["general_loss"]
+
+
 # ---------------------------------------------------------------------------------------------- round trip
 
 

@@ -320,6 +320,11 @@ def measure_adapter(setup: Setup, cfg: Config, p: Planned, name: str) -> tuple[o
                  "matmul_params": lora.matmul_params(setup.base)}
     finally:
         base = lora.detach(model)
+    if p.adapter.modules_to_save:  # unload() keeps the adapter's copies of these modules: reload a clean base
+        from lorarank.model import load_base
+
+        del base
+        base = load_base(cfg.model, setup.device)[0]
     seconds = time.perf_counter() - t0
     return base, record(p, name, cfg, setup, trainable, total, measured, shape, seconds)
 
