@@ -151,6 +151,26 @@ def test_analyze_again_keeps_records(analysed, runs):
     assert {p: p.read_bytes() for p in analysed.glob("*/run_data.json")} == before
 
 
+def test_without_eval_data_the_trainers_eval_loss_is_used(runs, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("analyze", str(runs / "*"), "--base", "tiny-random", "--config", "tiny", FP32,
+                   "--seed-pattern", r"seed(\d+)", "--output-dir", str(out)) == 0
+    for f in out.glob("*/run_data.json"):
+        rec = json.loads(f.read_text())
+        assert rec["final_eval_loss"] == rec["eval_losses"][-1] and rec["accuracy"] is None
+        assert "final_eval_loss" in rec["source"]["from_trainer"] and "final_eval_loss" not in rec["source"]["measured"]
+    assert not (out / "baseline.json").exists()
+    assert "| Eval set | none given: eval losses are the trainers' own (trainer_state.json) |" in (out / "README.md").read_text()
+
+
+def test_without_any_eval_loss_refused(tmp_path, capsys):
+    adapter = _save(_lora(), tmp_path / "plain-peft")  # no trainer_state.json, no --eval-data
+    assert run_cli("analyze", str(adapter), "--base", "tiny-random", "--output-dir", str(tmp_path / "out")) == 2
+    assert re.fullmatch(r"error: no eval loss for .*plain-peft: .* pass --eval-data with the eval set, e\.g\. "
+                        r"--eval-data eval\.jsonl", capsys.readouterr().err.strip())
+    assert not (tmp_path / "out").exists()
+
+
 def test_analyze_trl_output_dirs(tmp_path):
     """Real TRL SFTTrainer runs (2 ranks x 3 seeds), each output_dir as TRL leaves it: the final adapter and
     model card in the output_dir, checkpoint-N/ with trainer_state.json."""

@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +30,8 @@ from lorarank.adapters import Adapter
 from lorarank.analysis.model import Analysis
 from lorarank.config import Config, config_hash
 from lorarank.data import suite
+from lorarank.data.format import PreparedData
+from lorarank.probes import Probes
 from lorarank.errors import UserError
 
 DEFAULT_OUTPUT = "outputs/analyze"
@@ -37,6 +40,14 @@ NO_SEED = 0  # the seed label of an adapter whose path names none (one adapter p
 MEASURED = ["trainable_params", "total_params", "final_eval_loss", "accuracy", "general_loss", "spectra", "intruders"]
 FROM_TRAINER = ["train_losses", "steps", "eval_losses", "eval_steps", "final_train_loss", "training_time_seconds",
                 "learning_rate", "total_steps", "tokens_per_second"]
+
+
+def measured_keys(with_eval: bool) -> list[str]:
+    return MEASURED if with_eval else [k for k in MEASURED if k not in ("final_eval_loss", "accuracy")]
+
+
+def from_trainer_keys(with_eval: bool) -> list[str]:
+    return FROM_TRAINER if with_eval else FROM_TRAINER + ["final_eval_loss"]
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,7 @@ def analyze(req: Request) -> tuple[Path, Analysis, list[str]]:
     with store.writing(out):
         out.mkdir(parents=True, exist_ok=True)
     store.write_json(out / store.SWEEP_FILE, sweep_file(out, cfg, found, setup))
-    baseline = None
-    if setup.data is not None:
+    if setup.data is not None and not (out / store.BASELINE_FILE).is_file():  # else: same settings (checked)
         baseline = measure.base_model(setup.base, setup.tok, setup.data, cfg, setup.device, setup.probes)
         store.write_json(out / store.BASELINE_FILE, baseline)
     recorded = store.recorded_trials(out)
@@ -188,10 +198,10 @@ def plan(found: list[Adapter], cfg: Config, with_eval: bool) -> list[Planned]:
 
 @dataclass
 class Setup:  # what preflight loaded, shared by every adapter
-    base: object
-    tok: object
-    data: object  # PreparedData, or None without --eval-data
-    probes: object
+    base: Any  # the base model; replaced when an adapter's unload leaves it changed (modules_to_save)
+    tok: Any
+    data: PreparedData | None  # None without --eval-data
+    probes: Probes
     device: torch.device
 
 
@@ -200,7 +210,6 @@ def preflight(cfg: Config, found: list[Adapter], out: Path, with_eval: bool) -> 
     from lorarank.data.format import prepare
     from lorarank.data.records import load_sets
     from lorarank.model import load_base, pick_device
-    from lorarank.probes import Probes
     from lorarank.runner import packing_works
 
     check_output_dir(out, cfg)
@@ -271,7 +280,7 @@ def sweep_file(out: Path, cfg: Config, found: list[Adapter], setup: Setup) -> di
             "trainers": _trainers(listed),
             "seed_labels": "seed pattern" if any(a.seed is not None for a in found) else "none",
             "eval_set": d is not None,
-            "measured": MEASURED, "from_trainer": FROM_TRAINER,
+            "measured": measured_keys(d is not None), "from_trainer": from_trainer_keys(d is not None),
             "modules_to_save": sorted({m for a in found for m in a.modules_to_save}),
         },
     }
@@ -381,8 +390,8 @@ def record(p: Planned, name: str, cfg: Config, setup: Setup, trainable: int, tot
         "adapter_bytes": (a.path / adapters.WEIGHTS).stat().st_size,
         "source": {
             **adapter_summary(a),
-            "measured": [k for k in MEASURED if k != "final_eval_loss" or not from_trainer_eval],
-            "from_trainer": FROM_TRAINER + (["final_eval_loss"] if from_trainer_eval else []),
+            "measured": measured_keys(not from_trainer_eval),
+            "from_trainer": from_trainer_keys(not from_trainer_eval),
             "tokens_logged": c.tokens_trained,
             "lora_parts_only": bool(a.modules_to_save),  # spectra and intruders cover the LoRA layers alone
         },

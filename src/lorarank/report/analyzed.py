@@ -19,7 +19,8 @@ def setup_table(sweep: dict) -> list[str]:
     eval_row = (f"`{cfg['data']['dataset']}`: {data['n_eval']} examples ({data['eval_source']}), loss on "
                 f"{data['trained_on']}" if data else "none given: eval losses are the trainers' own (trainer_state.json)")
     rows = [
-        ("Adapters", f"{len(info['adapters'])} LoRA adapters trained elsewhere, analysed by `lorarank analyze`"),
+        ("Adapters", f"{len(info['adapters'])} LoRA adapter{'s' if len(info['adapters']) != 1 else ''} trained "
+                     "elsewhere, analysed by `lorarank analyze`"),
         ("Trained by", "; ".join(_trainer(t) for t in info["trainers"])),
         ("Base model", f"`{cfg['model']['name']}`, loaded in {used} on {environment.get('device', 'n/a')} for the "
                        "analysis (a base trained in 4-bit for QLoRA is analysed unquantized)"),
