@@ -130,7 +130,8 @@ def test_analyze_end_to_end(analysed, runs):
     assert pol["n_seeds"] == 3 and pol["recommendation"] is not None
     readme = (analysed / "README.md").read_text()
     assert "by a paired TOST over 3 seeds" in readme
-    assert "paired by the seed labels read from the adapters' paths (--seed-pattern):** the pairing is the user's" in readme
+    assert ("paired by the seed labels read from the adapters' paths (--seed-pattern):** the pairing is the user's"
+            in readme)
     # a plain loop: trainer_state.json names no trainer; PEFT's model card gives its version
     assert "| Trained by | trainer not named (trainer_state.json), PEFT 0." in readme
     for fig in ("rank_comparison.png", "adapter_analysis.png", "subspace_similarity.png", "forgetting.png"):
@@ -147,7 +148,8 @@ def test_report_rebuilds_analysis_from_json(analysed):
 def test_analyze_again_keeps_records(analysed, runs):
     """A second run on the same directory finds every adapter recorded and rewrites no record."""
     before = {p: p.read_bytes() for p in analysed.glob("*/run_data.json")}
-    assert run_cli("analyze", str(runs / "*"), *EVAL, "--seed-pattern", r"seed(\d+)", "--output-dir", str(analysed)) == 0
+    assert run_cli("analyze", str(runs / "*"), *EVAL, "--seed-pattern", r"seed(\d+)",
+                   "--output-dir", str(analysed)) == 0
     assert {p: p.read_bytes() for p in analysed.glob("*/run_data.json")} == before
 
 
@@ -160,7 +162,8 @@ def test_without_eval_data_the_trainers_eval_loss_is_used(runs, tmp_path):
         assert rec["final_eval_loss"] == rec["eval_losses"][-1] and rec["accuracy"] is None
         assert "final_eval_loss" in rec["source"]["from_trainer"] and "final_eval_loss" not in rec["source"]["measured"]
     assert not (out / "baseline.json").exists()
-    assert "| Eval set | none given: eval losses are the trainers' own (trainer_state.json) |" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "| Eval set | none given: eval losses are the trainers' own (trainer_state.json) |" in readme
 
 
 def test_without_any_eval_loss_refused(tmp_path, capsys):
@@ -192,7 +195,8 @@ def test_analyze_trl_output_dirs(tmp_path):
                              learning_rate=LR, seed=seed, report_to=[], use_cpu=True, max_length=128)
             trainer = SFTTrainer(model=tiny_random_model(len(tok), torch.float32), args=args,
                                  train_dataset=Dataset.from_list(rows[:80]), eval_dataset=Dataset.from_list(rows[80:]),
-                                 processing_class=tok, peft_config=LoraConfig(r=rank, lora_alpha=16, target_modules=TARGETS))
+                                 processing_class=tok,
+                                 peft_config=LoraConfig(r=rank, lora_alpha=16, target_modules=TARGETS))
             trainer.train()
             trainer.save_model()
     out = tmp_path / "analysed"
@@ -325,8 +329,11 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "bases": ([str(_save(_lora(), tmp / "a", "org/model-a")), str(_save(_lora(4), tmp / "b", "org/model-b"))],
                   r"adapters of different base models \(org/model-a: .*; org/model-b: .*\): analyse each base"),
         "targets": ([str(_renamed_module(_save(_lora(), tmp / "neox")))],
-                    r"adapts model\.layers\.0\.self_attn\.query_key_value and 1 more, which this base model does not have"),
+                    r"adapts model\.layers\.0\.self_attn\.query_key_value and 1 more, which this base model does "
+                    r"not have"),
         "empty glob": ([str(tmp / "nothing-here-*")], r"no LoRA adapter found under .*nothing-here-\*"),
+        "seed label": ([str(_save(_lora(), tmp / "no-label")), "--seed-pattern", r"seed(\d+)"],
+                       r"--seed-pattern .* matches nothing in"),
         "no checkpoint": ([str(tmp)], r"no LoRA adapter found under"),  # a directory of runs, not an adapter
     }
 
@@ -337,7 +344,7 @@ def bad_inputs(tmp_path_factory) -> dict[str, tuple[list[str], str]]:
 
 
 @pytest.mark.parametrize("case", ["dora", "ia3", "adalora", "unreadable", "bases", "targets", "empty glob",
-                                  "no checkpoint"])
+                                  "no checkpoint", "seed label"])
 def test_bad_input_one_line_exit_2_nothing_written(case, bad_inputs, analysed, tmp_path, capsys):
     paths, message = bad_inputs[case]
     for out in (tmp_path / "new", analysed):  # a new directory stays absent; an earlier analysis unchanged

@@ -120,7 +120,8 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read {what} ({exc}): re-save the adapter or drop it from the command") from None
+        raise UserError(f"{path}: cannot read {what} ({exc}): re-save the adapter or drop it from the "
+                        "command") from None
     if not isinstance(doc, dict):
         raise UserError(f"{path}: {what} is not a JSON object: re-save the adapter or drop it from the command")
     return doc
@@ -147,7 +148,8 @@ def _read_weights(path: Path) -> tuple[dict[str, tuple[int, ...]], str]:
     truncated or corrupt file is refused here and not halfway through the analysis."""
     f = path / WEIGHTS
     if not f.is_file():
-        legacy = " (adapter_model.bin: load and save it again with a current PEFT)" if (path / "adapter_model.bin").exists() else ""
+        legacy = (" (adapter_model.bin: load and save it again with a current PEFT)"
+                  if (path / "adapter_model.bin").exists() else "")
         raise UserError(f"{path}: no {WEIGHTS}{legacy}")
     from safetensors.torch import load
 
@@ -155,7 +157,8 @@ def _read_weights(path: Path) -> tuple[dict[str, tuple[int, ...]], str]:
         data = f.read_bytes()
         tensors = load(data)
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
-        raise UserError(f"{f}: unreadable weights ({type(exc).__name__}: {exc}): copy or save the adapter again") from None
+        raise UserError(f"{f}: unreadable weights ({type(exc).__name__}: {exc}): copy or save the adapter "
+                        "again") from None
     shapes = {k: tuple(v.shape) for k, v in tensors.items() if ".lora_A." in k or ".lora_B." in k}
     if not shapes:
         raise UserError(f"{f} holds no lora_A/lora_B weights: give a LoRA adapter saved with save_pretrained")
@@ -172,16 +175,22 @@ def _state_file(path: Path) -> Path | None:
 
 
 def seed_of(path: Path, pattern: str | None, state: dict | None) -> int | None:
-    """The seed label: the first group of `pattern` matched in the path, else a `seed` the trainer
-    recorded in its state, else None."""
+    """The seed label: the first group of `pattern` matched in the path (which must match), else a
+    `seed` the trainer recorded in its state, else None."""
     if pattern:
-        m = re.search(pattern, str(path))
-        if m:
-            label = next((g for g in m.groups() if g is not None), m.group(0))
-            if not label.isdigit():
-                raise UserError(f"--seed-pattern {pattern!r} matched {label!r} in {path}, not a number: "
-                                r"put the digits in a group, e.g. 'seed(\d+)'")
-            return int(label)
+        try:
+            m = re.search(pattern, str(path))
+        except re.error as exc:
+            raise UserError(f"--seed-pattern {pattern!r} is not a regular expression ({exc}): "
+                            r"e.g. --seed-pattern 'seed(\d+)'") from None
+        if m is None:
+            raise UserError(f"--seed-pattern {pattern!r} matches nothing in {path}: give a pattern that finds "
+                            "the seed in every adapter's path, or drop that adapter")
+        label = next((g for g in m.groups() if g is not None), m.group(0))
+        if not label.isdigit():
+            raise UserError(f"--seed-pattern {pattern!r} matched {label!r} in {path}, not a number: "
+                            r"put the digits in a group, e.g. 'seed(\d+)'")
+        return int(label)
     seed = (state or {}).get("seed")
     return int(seed) if isinstance(seed, int) else None
 

@@ -95,6 +95,8 @@ def analyze(req: Request) -> tuple[Path, Analysis, list[str]]:
         if p.trial_id in recorded:  # analysed before: a record is never rewritten
             continue
         name = store.reserve(out, p.trial_id, p.name)
+        if name is None:  # the same weights at a second path, recorded a moment ago
+            continue
         setup.base, run_data = measure_adapter(setup, cfg, p, name)
         store.write_record(out / name, run_data)
         _link_adapter(out / name / "adapter", p.adapter.path)

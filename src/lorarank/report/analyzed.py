@@ -15,9 +15,11 @@ def _trainer(t: dict) -> str:
 def setup_table(sweep: dict) -> list[str]:
     cfg, info, data = sweep["config"], sweep["analyzed"], sweep.get("data")
     environment = sweep.get("environment", {})
+    lrs = [float(f"{x:g}") for x in sweep["axes"]["learning_rates"]] or "not logged"
     used = environment.get("compute_dtype", cfg["model"]["dtype"])
     eval_row = (f"`{cfg['data']['dataset']}`: {data['n_eval']} examples ({data['eval_source']}), loss on "
-                f"{data['trained_on']}" if data else "none given: eval losses are the trainers' own (trainer_state.json)")
+                f"{data['trained_on']}" if data else
+                "none given: eval losses are the trainers' own (trainer_state.json)")
     rows = [
         ("Adapters", f"{len(info['adapters'])} LoRA adapter{'s' if len(info['adapters']) != 1 else ''} trained "
                      "elsewhere, analysed by `lorarank analyze`"),
@@ -25,8 +27,7 @@ def setup_table(sweep: dict) -> list[str]:
         ("Base model", f"`{cfg['model']['name']}`, loaded in {used} on {environment.get('device', 'n/a')} for the "
                        "analysis (a base trained in 4-bit for QLoRA is analysed unquantized)"),
         ("Eval set", eval_row),
-        ("Ranks / seed labels / peak LRs", f"{sweep['axes']['ranks']} / {sweep['axes']['seeds']} / "
-                                           f"{[float(f'{x:g}') for x in sweep['axes']['learning_rates']] or 'not logged'}"),
+        ("Ranks / seed labels / peak LRs", f"{sweep['axes']['ranks']} / {sweep['axes']['seeds']} / {lrs}"),
         ("Measured by lorarank", ", ".join(info["measured"])),
         ("Read from the trainer", ", ".join(info["from_trainer"]) + " (trainer_state.json)"),
     ]
@@ -44,7 +45,8 @@ def caveats(sweep: dict, pol: PolicySummary) -> list[str]:
         out.append("- **One adapter per rank:** there is no noise estimate; train each rank with 3 seeds "
                    "(docs/concepts/analyzing-your-adapters.md) to test the recommendation.")
     else:
-        how = "the seed labels read from the adapters' paths (--seed-pattern)" if labels == "seed pattern" else "their seed labels"
+        how = ("the seed labels read from the adapters' paths (--seed-pattern)" if labels == "seed pattern" else
+               "their seed labels")
         out.append(f"- **{pol.n_seeds} seeds per rank, paired by {how}:** the pairing is the user's. lorarank "
                    "did not train these adapters, so it cannot check that a seed label means the same data order "
                    "and initialisation at every rank; ± values are 95% confidence half-widths.")
