@@ -176,7 +176,8 @@ def test_without_any_eval_loss_refused(tmp_path, capsys):
 
 def test_analyze_trl_output_dirs(tmp_path):
     """Real TRL SFTTrainer runs (2 ranks x 3 seeds), each output_dir as TRL leaves it: the final adapter and
-    model card in the output_dir, checkpoint-N/ with trainer_state.json."""
+    model card in the output_dir (or none, for a run without a final save), checkpoint-N/ with
+    trainer_state.json."""
     pytest.importorskip("trl")
     from datasets import Dataset
     from peft import LoraConfig
@@ -198,7 +199,8 @@ def test_analyze_trl_output_dirs(tmp_path):
                                  processing_class=tok,
                                  peft_config=LoraConfig(r=rank, lora_alpha=16, target_modules=TARGETS))
             trainer.train()
-            trainer.save_model()
+            if seed != 3:  # seed 3: checkpoints only, as a run stopped before its final save
+                trainer.save_model()
     out = tmp_path / "analysed"
     assert run_cli("analyze", str(tmp_path / "runs" / "*"), *EVAL, "--seed-pattern", r"seed(\d+)",
                    "--output-dir", str(out)) == 0
@@ -207,6 +209,10 @@ def test_analyze_trl_output_dirs(tmp_path):
     import trl
 
     for rec in records:
+        run_dir = tmp_path / "runs" / f"r{rec['rank']}-seed{rec['seed']}"
+        final = rec["seed"] != 3
+        assert Path(rec["source"]["adapter_path"]) == (run_dir if final else run_dir / "checkpoint-4")
+        # TRL's model card in the output_dir (written at each checkpoint too), or the checkpoint's PEFT card tags
         assert rec["source"]["trainer"]["name"] == "TRL" and rec["source"]["trainer"]["version"] == trl.__version__
         assert rec["source"]["trainer_state"].endswith("checkpoint-4/trainer_state.json")
         assert rec["eval_steps"] == [2, 4] and len(rec["train_losses"]) == 4

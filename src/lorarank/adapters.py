@@ -111,7 +111,8 @@ def read(path: Path, seed_pattern: str | None) -> Adapter:
         path=path, rank=int(cfg["r"]), lora_alpha=float(cfg.get("lora_alpha") or cfg["r"]),
         use_rslora=bool(cfg.get("use_rslora")), target_modules=cfg.get("target_modules") or [],
         base=cfg.get("base_model_name_or_path"), modules_to_save=list(cfg.get("modules_to_save") or []),
-        weights_sha256=sha, shapes=shapes, trainer=trainer_of(path, state is not None), state=state,
+        weights_sha256=sha, shapes=shapes, trainer=trainer_of(path, state is not None, cfg.get("peft_version")),
+        state=state,
         state_path=state_path, seed=seed_of(path, seed_pattern, state),
     )
 
@@ -195,14 +196,15 @@ def seed_of(path: Path, pattern: str | None, state: dict | None) -> int | None:
     return int(seed) if isinstance(seed, int) else None
 
 
-def trainer_of(path: Path, has_state: bool) -> dict:
-    """Which trainer wrote the adapter, and the framework versions its model card lists."""
-    card = _card(path)
-    if "Framework versions" not in card and _is_checkpoint(path):  # the trainer's card sits in the output_dir
-        card = _card(path.parent)
-    versions = dict(re.findall(r"^- ([A-Za-z][\w .-]*?):? (\d[\w.+-]*)\s*$", card.split("Framework versions", 1)[-1],
-                               re.M)) if "Framework versions" in card else {}
-    tags = set(re.findall(r"^\s*- ([\w.-]+)\s*$", card.split("---", 2)[1], re.M)) if card.startswith("---") else set()
+def trainer_of(path: Path, has_state: bool, peft_version: str | None = None) -> dict:
+    """Which trainer wrote the adapter, and the framework versions its model card lists (PEFT's also
+    from adapter_config.json, where PEFT records it)."""
+    versions, tags = _card_facts(_card(path))
+    if _is_checkpoint(path):  # the trainer's own card, when it wrote one, sits in the output_dir
+        parent_versions, parent_tags = _card_facts(_card(path.parent))
+        versions, tags = {**versions, **parent_versions}, tags | parent_tags
+    if peft_version and "PEFT" not in versions:
+        versions["PEFT"] = peft_version
     name = next((n for tag, n in TRAINER_TAGS if tag in tags or n in versions), None)
     if name is None and (path.parent / "run_data.json").is_file():
         name = "lorarank"
@@ -211,6 +213,16 @@ def trainer_of(path: Path, has_state: bool) -> dict:
     name = name or ("trainer not named (trainer_state.json)" if has_state else "trainer not named (PEFT files only)")
     version = versions.get(name) or versions.get({"Transformers Trainer": "Transformers"}.get(name, name))
     return {"name": name, "version": version, "versions": versions}
+
+
+def _card_facts(card: str) -> tuple[dict[str, str], set[str]]:
+    """(framework -> version from "### Framework versions", the tags of the YAML header) of a model card."""
+    versions = {}
+    if "Framework versions" in card:
+        found = re.findall(r"^- ([A-Za-z][\w .-]*?):? (\d[\w.+-]*)\s*$", card.split("Framework versions", 1)[1], re.M)
+        versions = dict(found)
+    tags = set(re.findall(r"^\s*- ([\w.-]+)\s*$", card.split("---", 2)[1], re.M)) if card.startswith("---") else set()
+    return versions, tags
 
 
 def _card(d: Path) -> str:
