@@ -105,6 +105,61 @@ def analysed(runs, tmp_path_factory) -> Path:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- reading, known answers
+
+
+def _adapter(rank: int, alpha: float, rslora: bool = False):
+    from lorarank.adapters import Adapter
+
+    return Adapter(Path(f"r{rank}-a{alpha}-{rslora}"), rank, alpha, rslora, TARGETS, None, [], "0" * 64, {}, {},
+                   None, None, None)
+
+
+@pytest.mark.parametrize("alphas, rslora, policy", [
+    ({2: 16, 8: 16}, False, "constant"),       # one alpha: γ = 16/r
+    ({2: 4, 8: 16}, False, "proportional"),    # alpha = 2r: γ = 2
+    ({2: 16, 8: 16}, True, "rslora"),          # γ = 16/√r
+    ({2: 2, 8: 8}, False, "constant"),         # alpha = r: neither rule; each row shows its γ = 1
+    ({8: 16}, False, "constant"),              # a single adapter with alpha = 2r: one alpha
+])
+def test_alpha_policy_judged_across_adapters(alphas, rslora, policy):
+    from lorarank.adapters import alpha_policies
+
+    found = [_adapter(r, a, rslora) for r, a in alphas.items()]
+    assert set(alpha_policies(found).values()) == {policy}
+    assert [a.gamma for a in found] == [a.lora_alpha / (a.rank ** 0.5 if rslora else a.rank) for a in found]
+
+
+def test_curves_from_trainer_state():
+    """A Trainer's log_history: train entries, eval entries and the closing summary, as Trainer writes them."""
+    from lorarank.adapters import curves
+
+    state = {"global_step": 4, "log_history": [
+        {"loss": 2.5, "learning_rate": 1e-4, "step": 1, "num_tokens": 100.0},
+        {"loss": 2.0, "learning_rate": 2e-4, "step": 2, "num_tokens": 210.0},
+        {"eval_loss": 1.9, "eval_runtime": 0.5, "step": 2},
+        {"loss": 1.5, "learning_rate": 1e-4, "step": 4, "num_tokens": 400.0},
+        {"eval_loss": 1.7, "step": 4},
+        {"train_runtime": 12.5, "train_loss": 2.0, "step": 4}]}
+    c = curves(state)
+    assert (c.steps, c.train_losses, c.eval_steps, c.eval_losses) == ([1, 2, 4], [2.5, 2.0, 1.5], [2, 4], [1.9, 1.7])
+    assert (c.peak_learning_rate, c.train_runtime, c.global_step, c.tokens_trained) == (2e-4, 12.5, 4, 400)
+
+
+def test_last_checkpoint_or_the_named_one(tmp_path):
+    from lorarank.adapters import find
+
+    run = tmp_path / "run"
+    for step in (5, 40, 100):  # 100 > 40 > 5: numeric, not lexical order
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        (run / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+    (run / "checkpoint-300").mkdir()  # a checkpoint without an adapter (interrupted save) is skipped
+    assert find([str(run)]) == [run / "checkpoint-100"]
+    assert find([str(run / "checkpoint-40")]) == [run / "checkpoint-40"]
+    (run / "adapter_config.json").write_text("{}")  # the final adapter saved into the output_dir
+    assert find([str(run)]) == [run]
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -138,9 +139,9 @@ def cmd_analyze(args) -> int:
     from lorarank.config_io import parse_override
     from lorarank.report.which_rank import recommendation_line
 
-    # key=value settings may sit among the directories: a word with "=" that is not a path is one
+    # section.key=value settings may sit among the directories (which may hold "=" themselves)
     words = list(args.adapters) + list(args.overrides)
-    settings = [w for w in words if "=" in w and not Path(w).exists()]
+    settings = [w for w in words if re.fullmatch(r"[a-z_]+\.[a-z_0-9]+=.*", w, re.S) and not Path(w).exists()]
     paths = [w for w in words if w not in settings]
     if not paths:
         raise UserError("no adapter directories given: lorarank analyze DIR... (PEFT adapters or trainer output_dirs)")

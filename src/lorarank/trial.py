@@ -92,7 +92,8 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
 def after_training(model, base, tokenizer, data: PreparedData, cfg: Config, trial_dir: Path,
                    device: torch.device, full: bool, a_init: dict | None, probes: Probes) -> dict:
     """What measure.py measures on every trained model, how far A moved, and the saved adapter."""
-    out = {"adapter_bytes": None, **measure.behaviour(model, tokenizer, data, cfg, device, probes)}
+    out = {"accuracy": None, "spectra": None, "adapter_bytes": None}  # the record's key order, as before
+    out.update(measure.behaviour(model, tokenizer, data, cfg, device, probes))
     if full:
         out.update(measure.full_update(base, model, cfg.lora.target_modules, probes))
     else:
