@@ -280,10 +280,10 @@ def sweep_file(out: Path, cfg: Config, found: list[Adapter], setup: Setup) -> di
         "analyzed": {
             "adapters": listed,
             "trainers": _trainers(listed),
-            "seed_labels": "seed pattern" if any(a.seed is not None for a in found) else "none",
+            "seed_labels": "seed pattern" if any(a["seed"] is not None for a in listed) else "none",
             "eval_set": d is not None,
             "measured": measured_keys(d is not None), "from_trainer": from_trainer_keys(d is not None),
-            "modules_to_save": sorted({m for a in found for m in a.modules_to_save}),
+            "modules_to_save": sorted({m for a in listed for m in a["modules_to_save"]}),
         },
     }
 
@@ -318,6 +318,8 @@ def measure_adapter(setup: Setup, cfg: Config, p: Planned, name: str) -> tuple[o
     from lorarank import lora
 
     t0 = time.perf_counter()
+    shape = {"params_per_rank": lora.params_per_rank(setup.base, p.adapter.leaf_targets),
+             "matmul_params": lora.matmul_params(setup.base)}  # of the plain base, as a trial records them
     model = PeftModel.from_pretrained(setup.base, str(p.adapter.path), is_trainable=True)  # PEFT counts trainables
     try:
         model.eval()
@@ -327,8 +329,6 @@ def measure_adapter(setup: Setup, cfg: Config, p: Planned, name: str) -> tuple[o
         if setup.data is not None:
             measured["final_eval_loss"] = measure.loss_on_eval(model, setup.data, cfg, setup.tok.pad_token_id,
                                                                setup.device)
-        shape = {"params_per_rank": lora.params_per_rank(setup.base, p.adapter.leaf_targets),
-                 "matmul_params": lora.matmul_params(setup.base)}
     finally:
         base = lora.detach(model)
     if p.adapter.modules_to_save:  # unload() keeps the adapter's copies of these modules: reload a clean base
