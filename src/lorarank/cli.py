@@ -1,4 +1,4 @@
-"""Command line: `lorarank run | plan | report`.
+"""Command line: `lorarank run | plan | report | analyze`.
 
 Bad input ends with `error: <what is wrong and how to fix it>` on stderr and exit code 2, no traceback.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -44,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild plots and README of a sweep directory from its JSON")
     report.add_argument("directory", help="a sweep's output directory")
     sub.add_parser("presets", help="list the shipped configs (`--config NAME`)")
+    an = sub.add_parser("analyze", help="the same report for LoRA adapters trained elsewhere (TRL, Axolotl, "
+                        "Unsloth, PEFT scripts)")
+    an.add_argument("adapters", nargs="+", metavar="ADAPTER_DIR",
+                    help="PEFT adapter directories, or trainer output_dirs (their last checkpoint-N); globs allowed")
+    an.add_argument("--base", help="the base model (default: the adapters' base_model_name_or_path)")
+    an.add_argument("--eval-data", help="eval set: a .json/.jsonl file or hub id in any format lorarank reads, "
+                    "or instruct-suite (its held-out split, as `lorarank run`)")
+    an.add_argument("--general-text", help="text file for the forgetting probe (default: the built-in text; none = off)")
+    an.add_argument("--output-dir", help="where the records and report go (default outputs/analyze)")
+    an.add_argument("--seed-pattern", metavar="REGEX", help=r"seed label from each adapter's path, e.g. 'seed(\d+)'")
+    an.add_argument("--config", help="a YAML file or preset for evaluation settings (model.dtype, data.*, eval.*)")
+    an.set_defaults(overrides=[])
     return parser
 
 
@@ -121,6 +134,25 @@ def cmd_presets(args) -> int:  # noqa: ARG001
     return 0
 
 
+def cmd_analyze(args) -> int:
+    from lorarank.analyze import Request, analyze
+    from lorarank.config_io import parse_override
+    from lorarank.report.which_rank import recommendation_line
+
+    # section.key=value settings may sit among the directories (which may hold "=" themselves)
+    words = list(args.adapters) + list(args.overrides)
+    settings = [w for w in words if re.fullmatch(r"[a-z_]+\.[a-z_0-9]+=.*", w, re.S) and not Path(w).exists()]
+    paths = [w for w in words if w not in settings]
+    if not paths:
+        raise UserError("no adapter directories given: lorarank analyze DIR... (PEFT adapters or trainer output_dirs)")
+    req = Request(paths, args.base, args.eval_data, args.general_text, args.output_dir, args.seed_pattern,
+                  args.config, dict(parse_override(w) for w in settings))
+    out, analysis, done = analyze(req)
+    print(f"[lorarank] analysed {len(done)} adapter(s); report: {out / 'README.md'}")
+    print(recommendation_line(analysis), flush=True)
+    return 0
+
+
 def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt  # SIGTERM (e.g. a job scheduler) stops like Ctrl-C: completed trials are kept
 
@@ -143,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        return {"run": cmd_run, "plan": cmd_plan, "report": cmd_report, "presets": cmd_presets}[args.command](args)
+        return {"run": cmd_run, "plan": cmd_plan, "report": cmd_report, "presets": cmd_presets,
+                "analyze": cmd_analyze}[args.command](args)
     except UserError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)

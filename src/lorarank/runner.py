@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
 
-from lorarank import cost, env, lora, store
+from lorarank import cost, env, lora, measure, store
 from lorarank.env import log
 from lorarank.config import Config, config_hash
 from lorarank.data.format import prepare
-from lorarank.evaluate import dataset_accuracy
 from lorarank.model import compute_dtype, load_base, pick_device
 from lorarank.probes import Probes
 from lorarank.progress import SweepCost
-from lorarank.train import eval_batch_size, eval_loss, packing_matches, total_steps
+from lorarank.train import packing_matches, total_steps
 from lorarank.trial import Trial, run_trial
+
+
+def packing_works(cfg: Config, base, data, tokenizer, device: torch.device) -> bool:
+    """train.packing, unless this model mixes packed examples in attention (then padded batches)."""
+    if cfg.train.packing and not packing_matches(base, data.eval[:4], tokenizer.pad_token_id, device):
+        log("this model mixes packed examples in attention: padding batches instead (slower, same results)")
+        return False
+    return cfg.train.packing
 
 
 class TrialRunner:
@@ -35,10 +41,7 @@ class TrialRunner:
         self.base, self.tok = load_base(cfg.model, self.device)
         lora.check_ranks(self.base, cfg.lora.target_modules, cfg.sweep.ranks)
         self.data = prepare(cfg.data, self.tok)
-        if self.cfg.train.packing and not packing_matches(self.base, self.data.eval[:4], self.tok.pad_token_id,
-                                                          self.device):
-            log("this model mixes packed examples in attention: padding batches instead (slower, same results)")
-            self.cfg.train.packing = False
+        self.cfg.train.packing = packing_works(self.cfg, self.base, self.data, self.tok, self.device)
         self.probes = Probes.setup(cfg.eval, self.tok)
 
     def total_steps(self) -> int:
@@ -80,14 +83,7 @@ class TrialRunner:
                 previous = {}
             if previous.get("key") == key:
                 return previous
-        t0 = time.perf_counter()
-        baseline = {"key": key, "rank": 0, "eval_loss": eval_loss(self.base, data.eval, eval_batch_size(cfg.train),
-                                                                   self.tok.pad_token_id, self.device, cfg.train.packing)}
-        baseline["accuracy"] = dataset_accuracy(self.base, self.tok, data, cfg.data, self.device)
-        baseline["general_loss"] = self.probes.general_loss(self.base, eval_batch_size(cfg.train),
-                                                            self.tok.pad_token_id, self.device, cfg.train.packing)
-        baseline["general_text"] = self.probes.describe()
-        baseline["seconds"] = time.perf_counter() - t0
+        baseline = {"key": key, **measure.base_model(self.base, self.tok, data, cfg, self.device, self.probes)}
         store.write_json(path, baseline)
         acc = f", accuracy {baseline['accuracy']['overall']:.1%}" if baseline["accuracy"] else ""
         log(f"base model (rank 0): eval loss {baseline['eval_loss']:.4f}{acc}")

@@ -20,14 +20,13 @@ from typing import Any
 
 import torch
 
-from lorarank import env, lora, store
+from lorarank import env, lora, measure, store
 from lorarank.analysis import spectra
 from lorarank.config import Config
 from lorarank.data.format import PreparedData
-from lorarank.evaluate import dataset_accuracy
 from lorarank.model import compute_dtype
 from lorarank.probes import Probes
-from lorarank.train import Checkpointer, TrainResult, eval_batch_size, train
+from lorarank.train import Checkpointer, TrainResult, train
 
 
 @dataclass(frozen=True)
@@ -92,18 +91,13 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
 
 def after_training(model, base, tokenizer, data: PreparedData, cfg: Config, trial_dir: Path,
                    device: torch.device, full: bool, a_init: dict | None, probes: Probes) -> dict:
-    """Task accuracy, general-text loss (forgetting), the spectrum of the learned update and its
-    intruder dimensions, how far A moved, and the saved adapter."""
-    out = {"accuracy": None, "spectra": None, "adapter_bytes": None}
-    out["accuracy"] = dataset_accuracy(model, tokenizer, data, cfg.data, device)
-    out["general_loss"] = probes.general_loss(model, eval_batch_size(cfg.train), tokenizer.pad_token_id, device,
-                                              cfg.train.packing)
-    if full:  # ΔW = W_tuned - W_base of the same modules LoRA adapts; weights are not saved (too big)
-        out["spectra"] = spectra.analyse_full(base, model, cfg.lora.target_modules)
-        out["intruders"] = probes.intruders_full(base, model, cfg.lora.target_modules)
+    """What measure.py measures on every trained model, how far A moved, and the saved adapter."""
+    out = {"accuracy": None, "spectra": None, "adapter_bytes": None}  # the record's key order, as before
+    out.update(measure.behaviour(model, tokenizer, data, cfg, device, probes))
+    if full:
+        out.update(measure.full_update(base, model, cfg.lora.target_modules, probes))
     else:
-        out["spectra"] = spectra.analyse(model)
-        out["intruders"] = probes.intruders(model)
+        out.update(measure.adapter_update(model, probes))
         out["a_relative_change"] = spectra.relative_change(a_init, spectra.lora_a_weights(model))
         out["adapter_bytes"] = save_adapter(model, trial_dir / "adapter")
     return out

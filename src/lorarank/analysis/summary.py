@@ -132,8 +132,8 @@ def time_fit(trials: list[dict], thresholds: Thresholds) -> TimeFit | None:
     r_max, compared with cost.lora_overhead at the share of tokens whose LM-head output training
     computed (completion tokens only)."""
     ranks = [t["rank"] for t in trials]
-    if len(set(ranks)) < 2:
-        return None
+    if len(set(ranks)) < 2 or any(t.get("training_time_seconds") is None for t in trials):
+        return None  # one rank, or adapters whose trainer logged no time (`lorarank analyze`)
     fit = fit_line(ranks, [t["training_time_seconds"] for t in trials])
     r_max = max(ranks)
     measured = fit.slope * r_max / fit.intercept if fit.intercept > 0 else None

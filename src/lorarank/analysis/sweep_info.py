@@ -7,6 +7,38 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Trainer:
+    """A trainer that wrote some of the analysed adapters, as its files name it."""
+
+    name: str
+    version: str | None
+    peft: str | None
+    adapters: int
+
+
+@dataclass(frozen=True)
+class Analyzed:
+    """Adapters trained elsewhere (`lorarank analyze`; sweep.json's `analyzed`): what the report says
+    in place of training settings lorarank did not choose."""
+
+    adapters: int
+    trainers: list[Trainer]
+    seed_labels: str  # "seed pattern" when read from the paths, else "none"
+    measured: list[str]  # numbers lorarank measured
+    from_trainer: list[str]  # numbers read from trainer_state.json
+    modules_to_save: list[str]  # analysed with the adapter, but not LoRA layers
+
+
+def analyzed_of(info: dict | None) -> Analyzed | None:
+    if not info:
+        return None
+    return Analyzed(len(info["adapters"]), [Trainer(t["name"], t.get("version"), t.get("peft"), t["adapters"])
+                                            for t in info["trainers"]],
+                    info["seed_labels"], list(info["measured"]), list(info["from_trainer"]),
+                    list(info["modules_to_save"]))
+
+
+@dataclass(frozen=True)
 class Setup:
     """The sweep's configuration and environment as the report states them (sweep.json)."""
 
@@ -42,6 +74,7 @@ class Setup:
     output_dir: str
     note: str
     argv: list[str] | None  # the command line, for the command that settles an open question
+    analyzed: Analyzed | None = None  # adapters trained elsewhere, not a sweep lorarank trained
 
 
 @dataclass(frozen=True)
@@ -56,7 +89,8 @@ class Baseline:
 
 
 def setup_of(sweep: dict) -> Setup:
-    cfg, data, env, axes = sweep["config"], sweep["data"], sweep.get("environment", {}), sweep["axes"]
+    cfg, env, axes = sweep["config"], sweep.get("environment", {}), sweep["axes"]
+    data = sweep["data"] or {"n_train": 0, "n_eval": 0, "prompt_format": None}  # analyze without an eval set
     train, cpu = cfg["train"], env.get("cpu")
     return Setup(
         model=cfg["model"]["name"], dtype=cfg["model"]["dtype"],
@@ -73,7 +107,7 @@ def setup_of(sweep: dict) -> Setup:
         if cpu else None,
         wall_time_seconds=sweep.get("sweep_wall_time_seconds"), invocations=len(sweep.get("invocations", [])),
         output_dir=cfg["sweep"]["output_dir"], note=cfg["report"].get("note") or "",
-        argv=list(env["argv"]) if env.get("argv") else None)
+        argv=list(env["argv"]) if env.get("argv") else None, analyzed=analyzed_of(sweep.get("analyzed")))
 
 
 def baseline_of(baseline: dict | None) -> Baseline | None:

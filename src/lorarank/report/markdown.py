@@ -13,6 +13,7 @@ from lorarank.analysis.model import Analysis, PolicySummary, RankRow, Returns, S
 from lorarank.analysis.sweep_info import Baseline, Setup
 from lorarank.analysis.stats import Outcome
 from lorarank.analysis.units import Units
+from lorarank.report import analyzed
 from lorarank.report.fmt import fmt_est, line_text
 from lorarank.report.which_rank import LOSS, capacity_section, forgetting_section, which_rank_section
 
@@ -154,6 +155,8 @@ def answer_params(pol: PolicySummary) -> str:
 
 def answer_time(pol: PolicySummary) -> str:
     t, rows, ranks = pol.time, pol.rows, pol.ranks
+    if not t and len(ranks) > 1:  # time_fit needs every trial's time: trainers that logged none
+        return "The trainers logged no training time (train_runtime in trainer_state.json), so time cannot be related to rank."
     if not t:
         return "Only one rank was run, so time cannot be related to rank."
     lo, hi = rows[ranks[0]].training_time_seconds.mean, rows[ranks[-1]].training_time_seconds.mean
@@ -276,6 +279,8 @@ def related_links(setup: Setup) -> list[str]:
 def caveats(setup: Setup, pol: PolicySummary) -> list[str]:
     out = [f"- **Scaling policy `{pol.policy}`:** " + POLICY_TEXT[pol.policy].format(
         alpha=setup.alpha, gammas=_gammas(pol.rows))]
+    if setup.analyzed:  # adapters trained elsewhere: the seeds, LRs and data are the user's
+        return out + analyzed.caveats(setup, pol)
     rec = pol.recommendation
     if pol.n_seeds == 1:
         settle = f": `{rec.settle_command}`" if rec and rec.settle_command else ""
@@ -307,6 +312,8 @@ def _data_format(setup: Setup) -> str:
 
 
 def setup_table(setup: Setup) -> list[str]:
+    if setup.analyzed:
+        return analyzed.setup_table(setup)
     s = setup
     dtype = s.dtype if s.compute_dtype == s.dtype else f"{s.dtype}: {s.compute_dtype}"
     cpu = ""

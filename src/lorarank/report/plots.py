@@ -29,6 +29,12 @@ def _errorbars(ests: list[Estimate | None], scale: float = 1.0) -> list[float] |
     return [0.0 if not e or e.low is None else scale * (e.high - e.low) / 2 for e in ests]
 
 
+def _means(ests: list[Estimate | None]) -> list[float]:
+    """Means for bars and points; NaN (nothing drawn) where a number was not recorded, e.g. the
+    training time of an adapter whose trainer logged none (`lorarank analyze`)."""
+    return [e.mean if e else float("nan") for e in ests]
+
+
 def _log_steps(ax) -> None:
     """Log-scaled step axis with plain integer tick labels (10, 20, 50), not 2x10^1."""
     from matplotlib.ticker import LogLocator
@@ -103,7 +109,7 @@ def rank_comparison(pol: PolicySummary, baseline: Baseline | None) -> Figure:
     ax = axes[1, 0]
     x = list(range(len(ranks)))
     w = 0.38
-    train = [rows[r].train_loss.mean if rows[r].train_loss else 0.0 for r in ranks]
+    train = _means([rows[r].train_loss for r in ranks])
     ax.bar([i - w / 2 for i in x], train, w, yerr=_ranges(train, [rows[r].train_loss_range for r in ranks]),
            label="train (mean of the last logged windows)", color="steelblue", capsize=3)
     ax.bar([i + w / 2 for i in x], evals, w, yerr=_ranges(evals, [rows[r].eval_loss_range for r in ranks]),
@@ -126,7 +132,7 @@ def rank_comparison(pol: PolicySummary, baseline: Baseline | None) -> Figure:
 
 def _accuracy_panel(ax, rows: dict[int, RankRow], ranks: list[int], colors, baseline: Baseline | None) -> None:
     if not any(rows[r].accuracy for r in ranks):
-        ax.bar(range(len(ranks)), [rows[r].tokens_per_second.mean for r in ranks],
+        ax.bar(range(len(ranks)), _means([rows[r].tokens_per_second for r in ranks]),
                color=[colors[r] for r in ranks])
         ax.set_xticks(range(len(ranks)), [str(r) for r in ranks])
         ax.set_xlabel("LoRA rank")
@@ -269,7 +275,7 @@ def _time_vs_rank(ax, pol: PolicySummary) -> None:
     """Training time against rank on a numeric rank axis (the fit time = a + b·r is a straight line
     only there), mean ± 95% CI over seeds, with the FLOP prediction for comparison."""
     ranks, rows = pol.ranks, pol.rows
-    times = [rows[r].training_time_seconds.mean for r in ranks]
+    times = _means([rows[r].training_time_seconds for r in ranks])
     ax.errorbar(ranks, times, yerr=_errorbars([rows[r].training_time_seconds for r in ranks]), fmt="o",
                 color="black", capsize=3, zorder=3)
     t = pol.time

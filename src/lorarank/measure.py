@@ -1,0 +1,62 @@
+"""What lorarank measures on a trained model: one code path for `lorarank run` and `lorarank analyze`.
+
+- behaviour: eval loss on the completion tokens of the eval set (train.eval_loss), exact-match accuracy
+  (evaluate.py) and the loss on held-out general text, the forgetting probe (probes.py). The same three
+  numbers for the base model give the "rank 0" row.
+- the update: ΔW = γ·B·A per adapted module, its spectrum (analysis/spectra.py) and intruder dimensions
+  of W + ΔW (analysis/intruders.py); for full fine-tuning ΔW = W_tuned − W_base.
+
+A trial takes its eval loss from the training loop's final evaluation, which runs this same
+`train.eval_loss` on the same model, so `run` and `analyze` report one number for one adapter.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from lorarank.analysis import spectra
+from lorarank.config import Config
+from lorarank.data.format import PreparedData
+from lorarank.evaluate import dataset_accuracy
+from lorarank.probes import Probes
+from lorarank.train import eval_batch_size, eval_loss
+
+
+def loss_on_eval(model, data: PreparedData, cfg: Config, pad_id: int, device: torch.device) -> float:
+    """Token-weighted mean completion loss on the eval set, batched as the training loop does."""
+    return eval_loss(model, data.eval, eval_batch_size(cfg.train), pad_id, device, cfg.train.packing)
+
+
+def behaviour(model, tokenizer, data: PreparedData | None, cfg: Config, device: torch.device,
+              probes: Probes) -> dict:
+    """Task accuracy and general-text loss (None where there is no eval set or no probe)."""
+    return {
+        "accuracy": dataset_accuracy(model, tokenizer, data, cfg.data, device) if data is not None else None,
+        "general_loss": probes.general_loss(model, eval_batch_size(cfg.train), tokenizer.pad_token_id, device,
+                                            cfg.train.packing),
+    }
+
+
+def adapter_update(model, probes: Probes) -> dict:
+    """Spectra and intruder dimensions of a PEFT model's LoRA update."""
+    return {"spectra": spectra.analyse(model), "intruders": probes.intruders(model)}
+
+
+def full_update(base, tuned, target_modules: list[str], probes: Probes) -> dict:
+    """The same for a fully fine-tuned copy, on the modules LoRA adapts (weights are not saved: too big)."""
+    return {"spectra": spectra.analyse_full(base, tuned, target_modules),
+            "intruders": probes.intruders_full(base, tuned, target_modules)}
+
+
+def base_model(base, tokenizer, data: PreparedData | None, cfg: Config, device: torch.device,
+               probes: Probes) -> dict:
+    """The base model's row: eval loss (None without an eval set), accuracy, general-text loss."""
+    t0 = time.perf_counter()
+    row = {"rank": 0, "eval_loss": None if data is None else loss_on_eval(base, data, cfg, tokenizer.pad_token_id,
+                                                                           device)}
+    row.update(behaviour(base, tokenizer, data, cfg, device, probes))
+    row["general_text"] = probes.describe()
+    row["seconds"] = time.perf_counter() - t0
+    return row
