@@ -32,9 +32,9 @@ def binary(raw: bytes) -> bytes:  # noqa: ARG001
 
 
 def wrong_schema(raw: bytes) -> bytes:
-    """Valid JSON of the right kind, without the first key its readers need (trial_id, fingerprint, key)."""
+    """Valid JSON of the right kind, without the first key its readers need (trial_id, fingerprint, eval_loss)."""
     doc = json.loads(raw)
-    doc.pop(next(iter(k for k in ("trial_id", "fingerprint", "key") if k in doc)))
+    doc.pop(next(iter(k for k in ("trial_id", "fingerprint", "eval_loss") if k in doc)))
     return json.dumps(doc).encode()
 
 
@@ -75,7 +75,7 @@ def test_report_stops_in_one_line_and_changes_nothing(corrupted, capsys, which, 
     before = snapshot(out)
     assert run_cli("report", str(out)) == 2
     line = one_line(capsys.readouterr().err)
-    assert str(out / rel) in line and "unreadable" in line and "rerun `lorarank run`" in line
+    assert str(out / rel) in line and "unreadable" in line and "rerun the command that made this directory" in line
     assert snapshot(out) == before
 
 

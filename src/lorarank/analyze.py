@@ -238,7 +238,7 @@ def check_output_dir(out: Path, cfg: Config) -> None:
     if not sweep_file.is_file():
         return
     try:
-        previous = store.read_json(sweep_file)
+        previous = store.read_checked(sweep_file)
     except (OSError, ValueError):
         previous = {}
     if previous.get("fingerprint") == config_hash(fixed_config(cfg)) and previous.get("analyzed"):
@@ -255,7 +255,7 @@ def sweep_file(out: Path, cfg: Config, found: list[Adapter], setup: Setup) -> di
     """sweep.json of an analysis: the sweep's keys (so `lorarank report` reads it) plus `analyzed`,
     which the report's setup and caveats render: trainers, pairing and what was read vs measured."""
     path = out / store.SWEEP_FILE
-    previous = store.read_json(path) if path.is_file() else {}
+    previous = store.read_checked(path) if path.is_file() else {}
     d = setup.data
     data = None if d is None else {
         "fingerprint": d.fingerprint, "n_records": d.n_records, "n_train": 0, "n_eval": len(d.eval),

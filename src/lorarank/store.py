@@ -167,16 +167,16 @@ _REQUIRED = {
                ("learning_rate", (int, float)), ("alpha_policy", str), ("train_losses", list), ("eval_losses", list),
                ("final_eval_loss", None), ("trainable_params", None)],
     SWEEP_FILE: [("fingerprint", str), ("fixed_config", dict), ("config", dict), ("axes", dict)],
-    BASELINE_FILE: [("key", str), ("eval_loss", (int, float))],
+    BASELINE_FILE: [("eval_loss", (int, float))],
 }
 
+_RERUN = "rerun the command that made this directory (`lorarank run` or `lorarank analyze`) with the same arguments"
 _WHAT_TO_DO = {
-    RUN_DATA: "move that trial's directory out of the sweep directory, then rerun `lorarank run` with the same "
-              "config and --output-dir to train it again, or `lorarank report` to report without it",
-    SWEEP_FILE: "delete it and rerun `lorarank run` with the config that made this directory: it is written anew "
-                "and finished trials are kept and skipped",
-    BASELINE_FILE: "rerun `lorarank run` with the same config and --output-dir to compute it again (finished trials "
-                   "are skipped), or delete it to report without the base model's row",
+    RUN_DATA: f"move that trial's directory out of the sweep directory, then {_RERUN} to measure it again, "
+              "or `lorarank report` to report without it",
+    SWEEP_FILE: f"delete it and {_RERUN}: it is written anew, and finished trials are kept and skipped",
+    BASELINE_FILE: f"{_RERUN} to compute it again (finished trials are skipped), or delete it to report without "
+                   "the base model's row",
 }
 
 
