@@ -36,15 +36,17 @@ class SweepBar:
     """The sweep's bar: trials done of all, with an ETA weighed by the cost model."""
 
     def __init__(self, todo: list[Trial], weigh: SweepCost, disable: bool, desc: str = "sweep"):
-        self.weigh, self.n, self.done = weigh, len(todo), 0
-        self.bar = tqdm(total=sum(weigh.of(t) for t in todo), desc=desc, disable=disable, position=0,
-                        smoothing=0, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
-        self.bar.set_postfix_str(f"0/{self.n} trials")
+        self.weigh, self.n, self.done, self.desc = weigh, len(todo), 0, desc
+        self.bar = tqdm(total=sum(weigh.of(t) for t in todo), desc=self._label(), disable=disable, position=0,
+                        smoothing=0, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+
+    def _label(self) -> str:
+        return f"{self.desc} {self.done}/{self.n} trials"
 
     def finished(self, trial: Trial) -> None:
         self.done += 1
+        self.bar.set_description_str(self._label(), refresh=False)
         self.bar.update(self.weigh.of(trial))
-        self.bar.set_postfix_str(f"{self.done}/{self.n} trials")
 
     def close(self) -> None:
         self.bar.close()
