@@ -169,6 +169,7 @@ def test_cli_bf16_run_matches_the_fp32_sweep(tiny_sweep, tmp_path):
     readme = (out / "README.md").read_text()
     cpu = env.cpu_capability()
     assert "| Model | `tiny-random` (bfloat16) |" in readme and f"; CPU {cpu['capability']}, bf16 units: " in readme
-    sweep = json.loads((tiny_sweep / "sweep.json").read_text())  # `auto`, with the dtype it resolved to
-    resolved = dict(sweep, environment={**sweep["environment"], "compute_dtype": "float32"})
+    sweep = json.loads((tiny_sweep / "sweep.json").read_text())  # as if run with `auto`, resolved to float32
+    config = {**sweep["config"], "model": {**sweep["config"]["model"], "dtype": "auto"}}
+    resolved = dict(sweep, config=config, environment={**sweep["environment"], "compute_dtype": "float32"})
     assert "| Model | `tiny-random` (auto: float32) |" in setup_table(setup_of(resolved))
