@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n 2 on two cores: one torch thread per worker
+    torch.set_num_threads(1)
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
