@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lorarank import builtin_models, env, fastpath
+from lorarank import builtin_models, env
 from lorarank.config import ModelConfig
 from lorarank.env import quiet_hub
 from lorarank.errors import UserError
@@ -140,8 +140,6 @@ def load_model(cfg: ModelConfig, vocab_size: int, device: torch.device):
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    if device.type == "cpu":  # packed rows: attention per example, not over the masked square (fastpath/)
-        fastpath.enable(model)
     return model
 
 
