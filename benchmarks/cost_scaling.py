@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 import torch
-from common import CPU, TARGETS, Step, examples, leg_lorarank, load, machine, relative, run_leg
+from common import CPU, Step, attach, examples, leg_lorarank, load, machine, relative, run_leg
 
-from lorarank import cost, lora
+from lorarank import cost
 from lorarank.analysis.stats import fit_line
 from lorarank.train import collate_packed
 
@@ -36,7 +36,7 @@ def interleaved_overhead(ranks: list[int], records: int, steps: int, threads: in
     steppers = {}
     for r in ranks:
         base, tok = load(args)
-        model = lora.attach(base, r, lora.scaling_for(r, 16.0, "constant"), 0.05, TARGETS, 42)
+        model = attach(base, r, 16.0, 0.05, 42)
         model.train()
         steppers[r] = Step(model, 2e-4)
     exs = examples(args, tok)
