@@ -45,7 +45,7 @@ def set_up(dtype: str, rank: int, batch: int):
     scaling = lora.scaling_for(rank, cfg.lora.alpha, cfg.sweep.alpha_policies[0])
     model = lora.attach(base, rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, cfg.sweep.seeds[0])
     if hasattr(fastpath, "levers_for"):  # set up as the runner does; older checkouts enable it inside lora.attach
-        fastpath.enable(model, fastpath.levers_for(CPU, base.dtype))
+        fastpath.enable(model, fastpath.levers_for(CPU))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.sweep.learning_rates[0], fused=True)
@@ -86,7 +86,7 @@ def profile(dtype: str, rank: int, batch: int, warmup: int) -> dict:
     tokens = sum(b["input_ids"].numel() for micro in timed for b in micro)
     return {"dtype": dtype, "steps": STEPS, "tokens": tokens, "seconds_unprofiled": plain, "seconds_profiled": wall,
             "matmul_seconds": matmul, "non_matmul_seconds": wall - matmul,
-            "levers": repr(fastpath.levers_for(CPU, getattr(torch, dtype))) if hasattr(fastpath, "levers_for") else "FAST",
+            "levers": repr(fastpath.levers_for(CPU)) if hasattr(fastpath, "levers_for") else "FAST",
             "top_non_matmul_ops": dict(others[:15])}
 
 
