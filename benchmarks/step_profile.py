@@ -8,7 +8,8 @@ The trial's model and adapter are set up as the runner sets them up, then `--war
 unprofiled and 4 steps under torch.profiler. Matmul time is the self time of the profiler's matrix
 products (MATMUL_OPS); the non-matmul time is the steps' wall time under the profiler minus that:
 elementwise ops, dtype conversions, attention, the loss, dropout, the optimizer and the Python
-between them. The script imports whichever lorarank is on the path, so one run of it on an older
+between them. The process's CPU time is recorded too: on a machine shared with other work, where wall
+times stretch with the load, CPU time at --threads 1 is the steadier figure to compare. The script imports whichever lorarank is on the path, so one run of it on an older
 checkout (PYTHONPATH=<checkout>/src) and one on this one, on the same machine, compare the two.
 Writes JSON (--out) with the CPU capability, the load average and the top non-matmul ops.
 """
@@ -71,21 +72,22 @@ def profile(dtype: str, rank: int, batch: int, warmup: int) -> dict:
     for micro in batches[:warmup]:
         step(model, opt, params, micro)
     timed = batches[warmup:warmup + STEPS]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for micro in timed:
         step(model, opt, params, micro)
-    plain = time.perf_counter() - t0
+    plain, plain_cpu = time.perf_counter() - t0, time.process_time() - c0
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for micro in timed:
             step(model, opt, params, micro)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     ops = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
     matmul = sum(t for k, t in ops.items() if k in MATMUL_OPS)
     others = sorted(((k, t) for k, t in ops.items() if k not in MATMUL_OPS and t > 0), key=lambda kv: -kv[1])
     tokens = sum(b["input_ids"].numel() for micro in timed for b in micro)
     return {"dtype": dtype, "steps": STEPS, "tokens": tokens, "seconds_unprofiled": plain, "seconds_profiled": wall,
-            "matmul_seconds": matmul, "non_matmul_seconds": wall - matmul,
+            "cpu_seconds_unprofiled": plain_cpu, "cpu_seconds_profiled": cpu,
+            "matmul_seconds": matmul, "non_matmul_seconds": wall - matmul, "matmul_share": matmul / wall,
             "levers": repr(fastpath.levers_for(CPU)) if hasattr(fastpath, "levers_for") else "FAST",
             "top_non_matmul_ops": dict(others[:15])}
 
