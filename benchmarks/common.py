@@ -9,6 +9,7 @@ Paths written into results are relative to the repository root.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -214,6 +215,13 @@ def matmul_peaks(threads: int, dtypes, seconds: float = 3.0) -> dict:
         out[name] = {"peak_flops": max(*squares.values(), *steps.values()),
                      "square_flops": {str(n): r for n, r in squares.items()}, "step_shape_flops": steps}
     return out
+
+
+def write_report(out: str | Path, report: dict) -> None:
+    """Write a benchmark's result as JSON (its folder made if needed) and say where."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 def print_peaks(peaks: dict) -> None:

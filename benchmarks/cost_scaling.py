@@ -14,14 +14,12 @@ drift with the machine's speed, so the overhead is also measured in interleaved 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-from pathlib import Path
 
 import torch
-from common import CPU, Step, attach, examples, leg_lorarank, load, machine, relative, run_leg
+from common import CPU, Step, attach, examples, leg_lorarank, load, machine, relative, run_leg, write_report
 
 from lorarank import cost
 from lorarank.analysis.stats import fit_line
@@ -103,9 +101,7 @@ def main(argv=None) -> int:
         print(f"rank {rank:>3}: interleaved step time / rank {lo}'s = {inter[rank]['step_time_over_smallest']:.3f} "
               f"(quartiles {q1:.3f}-{q3:.3f}); predicted {1 + fits[rank]['predicted_overhead_vs_smallest']:.3f}")
     report = {"machine": machine(args.threads), "points": points, "fits": {str(k): v for k, v in fits.items()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

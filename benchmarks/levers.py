@@ -23,15 +23,13 @@ one to revisit.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import torch
-from common import CPU, Step, attach, default_dtypes, examples, load, machine, relative
+from common import CPU, Step, attach, default_dtypes, examples, load, machine, relative, write_report
 
 from lorarank import env, fastpath
 from lorarank.fastpath import Levers
@@ -133,9 +131,7 @@ def main(argv=None) -> int:
     for name in report["table_disagrees_on"]:
         print(f"the table (fastpath/defaults.py, {report['table']['capability_class']}) disagrees with this "
               f"measurement: without '{name}' the step is faster")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

@@ -14,17 +14,15 @@ examples of the cpu-default preset (the rows the head runs on). Both paths' time
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import resource
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import machine
+from common import machine, write_report
 
 VOCAB, HIDDEN = 49_152, 576
 
@@ -88,9 +86,7 @@ def main(argv=None) -> int:
         print(f"{dtype:>8}, {args.examples} examples ({rows} completion rows): peak added by forward + backward "
               f"{r['full']['peak_bytes_added'] / 2**20:.0f} MiB full, {r['chunked']['peak_bytes_added'] / 2**20:.0f} MiB "
               f"chunked; {r['full']['seconds']:.3f} s vs {r['chunked']['seconds']:.3f} s")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

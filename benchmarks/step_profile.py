@@ -17,14 +17,13 @@ Writes JSON (--out) with the CPU capability, the load average and the top non-ma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import torch
-from common import CPU, default_dtypes, machine
+from common import CPU, default_dtypes, machine, write_report
 
 from lorarank import fastpath, lora
 from lorarank.config import load_config
@@ -114,9 +113,8 @@ def main(argv=None) -> int:
               f"non-matmul {r['non_matmul_seconds']:.2f} s; levers {r['levers']}")
         print("          top non-matmul: " + ", ".join(f"{k} {t:.3f}" for k, t in list(r["top_non_matmul_ops"].items())[:8]))
     report["load_average_after"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"load average {report['load_average']} -> {report['load_average_after']}; wrote {args.out}")
+    print(f"load average {report['load_average']} -> {report['load_average_after']}")
+    write_report(args.out, report)
     return 0
 
 
