@@ -20,10 +20,9 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
-from common import CPU, default_dtypes, machine, write_report
+from common import CPU, default_dtypes, machine, relative, write_report
 
 from lorarank import fastpath, lora
 from lorarank.config import load_config
@@ -101,10 +100,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results/step_profile.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    import lorarank
+    from lorarank import env
 
     report = {"machine": machine(args.threads), "load_average": os.getloadavg(),
-              "code": str(Path(lorarank.__file__).resolve().parents[1]), "settings": vars(args), "precisions": {}}
+              "code_commit": env.git_commit(), "settings": {**vars(args), "out": relative(args.out)}, "precisions": {}}
     for dtype in args.dtypes:
         r = profile(dtype, args.rank, args.batch, args.warmup)
         report["precisions"][dtype] = r
