@@ -11,7 +11,7 @@ runs under torch.autocast on the model's device, the same code on CPU and CUDA:
                                    get_peft_model's autocast_adapter_dtype); cast to bf16 per product
     RMSNorm statistics, rotary angles   fp32 (transformers' Llama/Qwen2 compute them so)
     attention softmax              accumulated in fp32 inside SDPA
-    the loss                       fp32 (train.completion_loss: logits.float())
+    the loss                       fp32 log-sum-exp (train.LinearCrossEntropy)
 """
 
 from __future__ import annotations
