@@ -9,15 +9,18 @@ disagrees with what it measured.
     class          levers                         measured
     amx            attention_dtype=fp32, the      SmolLM2-135M rank 8, packed batch 8, bf16 base: 472
                    rest FAST                      tok/s with per-example SDPA in fp32 against 286 for the
-                                                  fp32 trial (1.65x); with SDPA in bf16 the flash backward
-                                                  took 28% of the step. adapter_dtype=fp32 lowered it to
+                                                  fp32 trial (1.65x); with SDPA in bf16 the step ran no
+                                                  faster than fp32 and the flash backward took 28% of it,
+                                                  8x its fp32 time. adapter_dtype=fp32 lowered the 472 to
                                                   429 tok/s (2-core Xeon, AMX + AVX512-BF16, torch 2.13)
     avx512_bf16    FAST                           not measured (no such CPU at hand): the dtype levers
                                                   keep the stock path's choice, the base's dtype
-    no_bf16_units  FAST                           fused layer 1.08x, its dropout 1.23x with it, per-example
-                                                  attention 1.14x (benchmarks/results/levers.json, fp32 base
-                                                  on a 2-core AVX2 CPU); the dtype levers are no-ops in
-                                                  fp32, the precision `auto` picks there
+    no_bf16_units  FAST                           step time without each lever: fused layer 1.08x, with
+                                                  its dropout 1.23x, per-example attention 1.05x at batch 4
+                                                  and 1.14x at batch 8 (benchmarks/results/levers.json,
+                                                  levers_batch8.json: fp32 base, 2-core AMD EPYC); the
+                                                  dtype levers are no-ops in fp32, the precision `auto`
+                                                  picks there
 
 Off the CPU (CUDA) the stock path runs: every lever here was measured on CPUs.
 """
