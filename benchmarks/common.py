@@ -9,6 +9,7 @@ Paths written into results are relative to the repository root.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lorarank import cost, env, lora
+from lorarank import cost, env, fastpath, lora
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -68,6 +69,14 @@ def load(args, dtype: str = "float32"):
     from lorarank.model import load_base
 
     return load_base(ModelConfig(name=args.model, dtype=dtype), CPU)
+
+
+def attach(base, rank: int, alpha: float, dropout: float, seed: int):
+    """A fresh adapter on `base` with the fast path the runner sets up on this machine (its levers
+    from fastpath.levers_for)."""
+    model = lora.attach(base, rank, lora.scaling_for(rank, alpha, "constant"), dropout, TARGETS, seed)
+    fastpath.enable(model, fastpath.levers_for(CPU))
+    return model
 
 
 def examples(args, tok):
@@ -123,8 +132,7 @@ def leg_lorarank(args, queue) -> None:
     base, tok = load(args, args.dtype)
     exs = examples(args, tok)
     shape = cost.Shape.of(base, TARGETS)
-    model = lora.attach(base, args.rank, lora.scaling_for(args.rank, args.alpha, "constant"), args.dropout,
-                        TARGETS, args.seed)
+    model = attach(base, args.rank, args.alpha, args.dropout, args.seed)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, grad_accum=1, warmup_ratio=0.0,
                       lr_schedule="constant", max_grad_norm=1.0, log_every=1, eval_every=10 ** 9)
     res = train(model, exs, exs[:1], cfg, args.lr, args.seed, tok.pad_token_id, CPU)
@@ -207,6 +215,13 @@ def matmul_peaks(threads: int, dtypes, seconds: float = 3.0) -> dict:
         out[name] = {"peak_flops": max(*squares.values(), *steps.values()),
                      "square_flops": {str(n): r for n, r in squares.items()}, "step_shape_flops": steps}
     return out
+
+
+def write_report(out: str | Path, report: dict) -> None:
+    """Write a benchmark's result as JSON (its folder made if needed) and say where."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 def print_peaks(peaks: dict) -> None:

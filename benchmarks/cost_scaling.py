@@ -14,16 +14,14 @@ drift with the machine's speed, so the overhead is also measured in interleaved 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-from pathlib import Path
 
 import torch
-from common import CPU, TARGETS, Step, examples, leg_lorarank, load, machine, relative, run_leg
+from common import CPU, Step, attach, examples, leg_lorarank, load, machine, relative, run_leg, write_report
 
-from lorarank import cost, lora
+from lorarank import cost
 from lorarank.analysis.stats import fit_line
 from lorarank.train import collate_packed
 
@@ -36,7 +34,7 @@ def interleaved_overhead(ranks: list[int], records: int, steps: int, threads: in
     steppers = {}
     for r in ranks:
         base, tok = load(args)
-        model = lora.attach(base, r, lora.scaling_for(r, 16.0, "constant"), 0.05, TARGETS, 42)
+        model = attach(base, r, 16.0, 0.05, 42)
         model.train()
         steppers[r] = Step(model, 2e-4)
     exs = examples(args, tok)
@@ -103,9 +101,7 @@ def main(argv=None) -> int:
         print(f"rank {rank:>3}: interleaved step time / rank {lo}'s = {inter[rank]['step_time_over_smallest']:.3f} "
               f"(quartiles {q1:.3f}-{q3:.3f}); predicted {1 + fits[rank]['predicted_overhead_vs_smallest']:.3f}")
     report = {"machine": machine(args.threads), "points": points, "fits": {str(k): v for k, v in fits.items()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

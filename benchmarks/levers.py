@@ -4,16 +4,18 @@ The machine's speed drifts by 10-30% within a minute, which swamps a few-percent
 runs are timed one after the other. So every lever is measured in interleaved steps: for each batch,
 one step with lorarank's loop as it is and one step with that lever switched off (order alternating),
 on the same model, the same batch and the same optimizer settings; the per-step time ratio is
-robust to drift. Reported: the median ratio and its quartiles per lever. The CPU levers are switched
-through lorarank.fastpath (each "off" is one of its named settings); fused AdamW and packing are
-switched here, as train.py makes those choices.
+robust to drift. Reported: the median ratio and its quartiles per lever. "On" is the table's levers
+for this CPU (fastpath.levers_for, fastpath/defaults.py), switched through lorarank.fastpath; each
+"off" changes one lever; fused AdamW and packing are switched here, as train.py makes those choices.
 
 `--dtype bfloat16` (the default on a CPU with bf16 units) measures every lever on a bf16 base with
-fp32 adapters, plus the two choices that exist only there: the fused layer's adapter products and
-per-example SDPA in the base's dtype (the default) against fp32. A ratio below 1 says fp32 is faster
-on this machine.
+fp32 adapters, plus the two choices that exist only there: the dtype of the fused layer's adapter
+products and of per-example SDPA, the table's against the other one. A ratio below 1 says the other
+setting is faster on this machine: the script then says that the table disagrees with its
+measurement (the quartiles wholly below 1), and the table's entry for this capability class is the
+one to revisit.
 
-    python benchmarks/levers.py                   # SmolLM2-135M, rank 8, batch 4; writes benchmarks/results/levers.json
+    python benchmarks/levers.py                   # SmolLM2-135M, rank 8, batch 4; writes benchmarks/results/levers_<class>_<dtype>.json
     python benchmarks/levers.py --dtype float32   # the fp32 base on a CPU with bf16 units
     python benchmarks/levers.py --model tiny-random --steps 2 --records 16 --threads 1 --out /tmp/levers.json   # a functional check
 """
@@ -21,44 +23,55 @@ on this machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import asdict, replace
 
 import torch
-from common import CPU, TARGETS, Step, default_dtypes, examples, load, machine, relative
+from common import CPU, Step, attach, default_dtypes, examples, load, machine, relative, write_report
 
-from lorarank import fastpath, lora
-from lorarank.fastpath import FAST
+from lorarank import env, fastpath
+from lorarank.fastpath import Levers
 from lorarank.train import collate, collate_packed
 
-# lever -> the fast-path setting with that lever alone switched off
-FASTPATH_LEVERS = {
-    "fused LoRA layer (vs PEFT's modules)": replace(FAST, fused=False),
-    "fused layer + geometric-gap dropout (vs PEFT's modules + nn.Dropout)": replace(FAST, fused=False, dropout="plain"),
-    "fused backward's thin-product layouts (vs the plain layouts)": replace(FAST, backward="plain"),
-    "per-example attention by split + enable_gqa (vs slices + repeated kv)": replace(FAST, attention="sliced"),
-    "per-example attention (vs the block-diagonal mask)": replace(FAST, attention="masked"),
-}
-# on a half-precision base only (no-ops in fp32)
-HALF_PRECISION_LEVERS = {
-    "fused layer's adapter products in the base's dtype (vs fp32)": replace(FAST, adapter_dtype="fp32"),
-    "per-example SDPA in the base's dtype (vs fp32)": replace(FAST, attention_dtype="fp32"),
-}
+OTHER_DTYPE = {"base": "fp32", "fp32": "base"}
+DTYPE_NAME = {"base": "the base's dtype", "fp32": "fp32"}
 FUSED_ADAM = "fused AdamW (vs one tensor at a time)"
 PACKED = "packed rows (vs right-padded batches)"
 
 
-def switches(model, step: Step, dtype: str) -> dict:
+def fastpath_levers(on: Levers, dtype: str) -> dict[str, Levers]:
+    """lever -> the table's setting `on` with that lever alone switched off (or, for the dtype
+    choices of a half-precision base, switched to the other dtype)."""
+    out = {
+        "fused LoRA layer (vs PEFT's modules)": replace(on, fused=False),
+        "fused layer + geometric-gap dropout (vs PEFT's modules + nn.Dropout)": replace(on, fused=False, dropout="plain"),
+        "fused backward's thin-product layouts (vs the plain layouts)": replace(on, backward="plain"),
+        "per-example attention by split + enable_gqa (vs slices + repeated kv)": replace(on, attention="sliced"),
+        "per-example attention (vs the block-diagonal mask)": replace(on, attention="masked"),
+    }
+    if dtype != "float32":  # no-ops in fp32
+        a, s = on.adapter_dtype, on.attention_dtype
+        out[f"fused layer's adapter products in {DTYPE_NAME[a]} (vs {DTYPE_NAME[OTHER_DTYPE[a]]})"] = \
+            replace(on, adapter_dtype=OTHER_DTYPE[a])
+        out[f"per-example SDPA in {DTYPE_NAME[s]} (vs {DTYPE_NAME[OTHER_DTYPE[s]]})"] = \
+            replace(on, attention_dtype=OTHER_DTYPE[s])
+    return out
+
+
+def switches(model, step: Step, on: Levers, dtype: str) -> dict:
     """lever -> (switch off, switch back on); each lever is switched off alone."""
-    levers = {**FASTPATH_LEVERS, **(HALF_PRECISION_LEVERS if dtype != "float32" else {})}
-    out = {name: (lambda off=off: fastpath.enable(model, off), lambda: fastpath.enable(model, FAST))
-           for name, off in levers.items()}
+    out = {name: (lambda off=off: fastpath.enable(model, off), lambda: fastpath.enable(model, on))
+           for name, off in fastpath_levers(on, dtype).items()}
     out[FUSED_ADAM] = (lambda: setattr(step, "fused_adam", False), lambda: setattr(step, "fused_adam", True))
     return out
+
+
+def disagreements(levers: dict) -> list[str]:
+    """The levers whose "off" setting was faster in every quartile: where this machine's measurement
+    contradicts the table."""
+    return [name for name, r in levers.items() if r["quartiles"][1] < 1.0]
 
 
 def main(argv=None) -> int:
@@ -72,14 +85,17 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=24, help="interleaved step pairs per lever")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--only", default="", help="measure only the levers whose name contains this text")
-    p.add_argument("--out", default="benchmarks/results/levers.json")
+    p.add_argument("--out", default=None, help="default: benchmarks/results/levers_<capability class>_<dtype>.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    cpu = env.cpu_capability()
+    args.out = args.out or f"benchmarks/results/levers_{fastpath.capability_class(cpu)}_{args.dtype}.json"
 
     args.seed, args.max_length = 42, 256
     base, tok = load(args, args.dtype)
     exs = examples(args, tok)
-    model = lora.attach(base, args.rank, lora.scaling_for(args.rank, 16.0, "constant"), 0.05, TARGETS, args.seed)
+    on = fastpath.levers_for(CPU)
+    model = attach(base, args.rank, 16.0, 0.05, args.seed)  # with `on`, as the runner sets it up
     model.train()
     step = Step(model, 2e-4)
     groups = [exs[i:i + args.batch] for i in range(0, len(exs) - args.batch + 1, args.batch)]
@@ -100,18 +116,22 @@ def main(argv=None) -> int:
             ratios.append(times["off"] / times["on"])
         return ratios
 
-    results = {name: interleaved(off, on, packed) for name, (off, on) in switches(model, step, args.dtype).items()
-               if args.only in name}
+    results = {name: interleaved(off, back, packed)
+               for name, (off, back) in switches(model, step, on, args.dtype).items() if args.only in name}
     if args.only in PACKED:
         results[PACKED] = interleaved(lambda: None, lambda: None, padded)
-    report = {"machine": machine(args.threads), "settings": {**vars(args), "out": relative(args.out)}, "levers": {}}
+    report = {"machine": machine(args.threads), "load_average": os.getloadavg(),
+              "settings": {**vars(args), "out": relative(args.out)},
+              "table": {"capability_class": fastpath.capability_class(cpu), "levers": asdict(on)}, "levers": {}}
     for name, ratios in results.items():
         q1, med, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         report["levers"][name] = {"step_time_ratio_off_over_on": med, "quartiles": [q1, q3], "ratios": ratios}
         print(f"{name:>72}: step time without / with = {med:.3f} (quartiles {q1:.3f}-{q3:.3f})")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    report["table_disagrees_on"] = disagreements(report["levers"])
+    for name in report["table_disagrees_on"]:
+        print(f"the table (fastpath/defaults.py, {report['table']['capability_class']}) disagrees with this "
+              f"measurement: without '{name}' the step is faster")
+    write_report(args.out, report)
     return 0
 
 

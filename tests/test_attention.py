@@ -24,6 +24,7 @@ def adapted_tiny(dtype: str = "float32"):
     """(tiny-random with a rank-4 adapter whose B is not zero, tokenizer, six training examples)."""
     base, tok = load_base(ModelConfig(name="tiny-random", dtype=dtype), CPU)
     peft_model = lora.attach(base, 4, lora.scaling_for(4, 8, "constant"), 0.0, ALL_PROJECTIONS, 0)
+    fastpath.enable(peft_model)
     with torch.no_grad():  # B = 0 would send no gradient to A: give it values
         for n, p in peft_model.named_parameters():
             if "lora_B" in n:
@@ -47,7 +48,7 @@ def loss_and_grads(model, batch):
 
 def test_every_attention_setting_has_the_same_maths(adapted):
     model, _, examples = adapted
-    assert fastpath.per_example_attention(model)  # load_base and attach switched it on
+    assert fastpath.per_example_attention(model)  # enable switched it on
     packed = collate_packed(examples, CPU)
     assert packed["segments"] == tuple(len(e.input_ids) for e in examples)
     results = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from lorarank import fastpath, lora
@@ -81,7 +82,7 @@ def test_find_cycle_sees_a_cycle_through_a_lazy_import():
 def test_the_package_import_graph_is_acyclic():
     modules = module_names()
     graph = {name: imports_of(name, path, set(modules)) for name, path in modules.items()}
-    assert "lorarank.fastpath" in graph["lorarank.lora"] and "lorarank.fastpath.dropout" in graph["lorarank.fastpath.fused"]
+    assert "lorarank.fastpath" in graph["lorarank.trial"] and "lorarank.fastpath.dropout" in graph["lorarank.fastpath.fused"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -107,9 +108,12 @@ def test_enable_and_disable_switch_every_lever_both_ways(tiny_base):
         return sum(isinstance(m, kind) for m in peft_model.modules())
 
     try:
-        assert fastpath.fused_layers(peft_model) == dropouts(FastDropout) == 2 * 7  # attach enabled it on CPU
+        assert fastpath.fused_layers(peft_model) == dropouts(FastDropout) == 0  # attach leaves PEFT's modules
+        fastpath.enable(peft_model)
+        assert fastpath.fused_layers(peft_model) == dropouts(FastDropout) == 2 * 7
+        assert dropouts(fastpath.FusedLinear) == 2 * 7 and dropouts(LoraLinear) == 2 * 7  # PEFT's class, subclassed
         fastpath.disable(peft_model)
-        assert fastpath.fused_layers(peft_model) == dropouts(FastDropout) == 0
+        assert fastpath.fused_layers(peft_model) == dropouts(FastDropout) == dropouts(fastpath.FusedLinear) == 0
         assert dropouts(nn.Dropout) == 2 * 7 and not fastpath.per_example_attention(peft_model)
         assert all(not m.training for m in peft_model.modules() if isinstance(m, nn.Dropout))  # mode kept
         fastpath.enable(peft_model, dataclasses.replace(fastpath.FAST, attention="sliced"))

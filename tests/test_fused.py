@@ -36,6 +36,7 @@ def adapted(tiny_base):
 
 def _adapted(model, vocab: int, p: float):
     peft_model = lora.attach(model, 4, lora.scaling_for(4, 8, "constant"), p, ALL_PROJECTIONS, 0)
+    fastpath.enable(peft_model)
     torch.manual_seed(1)
     with torch.no_grad():  # B = 0 at init would hide every B-path error: give it values
         for name, prm in peft_model.named_parameters():
@@ -69,7 +70,7 @@ def assert_same(a, b):
 @pytest.mark.parametrize("backward", ["laid_out", "plain"])
 def test_fused_matches_peft_values_and_gradients(adapted, p, backward):
     peft_model, ids = adapted(p)
-    assert fastpath.fused_layers(peft_model) == 2 * 7  # attach fused every layer
+    assert fastpath.fused_layers(peft_model) == 2 * 7  # enable fused every layer
     fastpath.enable(peft_model, dataclasses.replace(fastpath.FAST, backward=backward))
     ours = forward_backward(peft_model, ids)
     fastpath.enable(peft_model, PEFT_MODULES)

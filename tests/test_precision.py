@@ -7,6 +7,7 @@ bf16 base are compared with fp32 on tiny-random within a stated tolerance.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -82,6 +83,19 @@ def weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+@pytest.mark.parametrize("cpu, attention_dtype", [("avx2", "base"), ("avx512", "base"), ("avx512_bf16", "base"),
+                                                  ("amx", "fp32")])
+def test_lever_defaults_follow_the_measured_table(cpu_is, cpu, attention_dtype):
+    """On AMX the bf16 flash-attention backward is slower than fp32's: per-example SDPA runs in fp32
+    there (fastpath/defaults.py); elsewhere FAST; off the CPU the stock path."""
+    cpu_is(cpu)
+    levers = fastpath.levers_for(CPU)
+    assert levers == dataclasses.replace(fastpath.FAST, attention_dtype=attention_dtype)
+    assert fastpath.record(levers, env.cpu_capability())["table_default"]
+    assert fastpath.levers_for(torch.device("cuda")) == fastpath.STOCK
+    assert "per-example SDPA (split, in fp32)" in fastpath.describe(fastpath.BY_CAPABILITY["amx"])
+
+
 def test_a_bf16_base_keeps_adapters_optimizer_and_loss_in_fp32(tiny_base):
     """bf16 base weights (half the bytes); PEFT's adapters, their gradients and AdamW's moments in
     fp32; the loss in fp32; the base untouched by a step."""
@@ -89,6 +103,7 @@ def test_a_bf16_base_keeps_adapters_optimizer_and_loss_in_fp32(tiny_base):
     base = tiny_random_model(vocab, torch.bfloat16).requires_grad_(False)
     assert weight_bytes(base) * 2 == weight_bytes(tiny_random_model(vocab))
     model = lora.attach(base, 4, lora.scaling_for(4, 8, "constant"), 0.1, ALL_PROJECTIONS, 0)
+    fastpath.enable(model)
     assert fastpath.fused_layers(model) == 2 * 7
     params = [p for p in model.parameters() if p.requires_grad]
     assert len(params) == 2 * 2 * 7 and all(p.dtype == torch.float32 for p in params)
@@ -141,6 +156,7 @@ def test_bf16_training_follows_fp32_losses():
         base, tok = load_base(ModelConfig(name="tiny-random", dtype=dtype), CPU)
         data = prepare(DataConfig(suite_size=48), tok)
         model = lora.attach(base, 8, lora.scaling_for(8, 16, "constant"), 0.05, ALL_PROJECTIONS, 42)
+        fastpath.enable(model, fastpath.BY_CAPABILITY["amx"])  # the levers a bf16-unit CPU trains with
         cfg = TrainConfig(max_steps=8, batch_size=4, grad_accum=1, log_every=1, eval_every=4)
         res = train(model, data.train, data.eval, cfg, 1e-3, 42, tok.pad_token_id, CPU)
         curves[dtype] = res.train_losses, res.eval_losses
@@ -164,6 +180,7 @@ def test_cli_bf16_run_matches_the_fp32_sweep(tiny_sweep, tmp_path):
     ours = json.loads((out / "rank_4" / "run_data.json").read_text())
     fp32 = json.loads((ref / "rank_4" / "run_data.json").read_text())
     assert ours["environment"]["compute_dtype"] == "bfloat16" and fp32["environment"]["compute_dtype"] == "float32"
+    assert ours["fastpath"]["levers"] == dataclasses.asdict(fastpath.levers_for(CPU))  # the runner's, recorded
     assert relative_difference(ours["eval_losses"], fp32["eval_losses"]) < LOSS_TOLERANCE
     assert relative_difference(ours["train_losses"], fp32["train_losses"]) < LOSS_TOLERANCE
     readme = (out / "README.md").read_text()

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lorarank import fastpath
 from lorarank.errors import UserError
 
 
@@ -120,10 +119,7 @@ def attach(base: nn.Module, rank: int, scaling: Scaling, dropout: float, target_
     torch.manual_seed(init_seed)
     with warnings.catch_warnings():  # PEFT calls a transformers API that warns about its own rename
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = get_peft_model(base, peft_config(rank, scaling, dropout, target_modules))
-    if next(base.parameters()).device.type == "cpu":  # CPU-only speed-ups, same maths (fastpath/)
-        fastpath.enable(model)
-    return model
+        return get_peft_model(base, peft_config(rank, scaling, dropout, target_modules))
 
 
 def detach(peft_model) -> nn.Module:

@@ -11,7 +11,7 @@ runs under torch.autocast on the model's device, the same code on CPU and CUDA:
                                    get_peft_model's autocast_adapter_dtype); cast to bf16 per product
     RMSNorm statistics, rotary angles   fp32 (transformers' Llama/Qwen2 compute them so)
     attention softmax              accumulated in fp32 inside SDPA
-    the loss                       fp32 (train.completion_loss: logits.float())
+    the loss                       fp32 log-sum-exp (train.LinearCrossEntropy)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lorarank import builtin_models, env, fastpath
+from lorarank import builtin_models, env
 from lorarank.config import ModelConfig
 from lorarank.env import quiet_hub
 from lorarank.errors import UserError
@@ -140,8 +140,6 @@ def load_model(cfg: ModelConfig, vocab_size: int, device: torch.device):
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    if device.type == "cpu":  # packed rows: attention per example, not over the masked square (fastpath/)
-        fastpath.enable(model)
     return model
 
 

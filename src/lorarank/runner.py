@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lorarank import cost, env, lora, measure, store
+from lorarank import cost, env, fastpath, lora, measure, store
 from lorarank.env import log
 from lorarank.config import Config, config_hash
 from lorarank.data.format import prepare
@@ -39,6 +39,11 @@ class TrialRunner:
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         self.base, self.tok = load_base(cfg.model, self.device)
+        # the CPU fast path's levers, measured per CPU capability (fastpath/defaults.py): switched on
+        # here for the base (attention) and by run_trial for each adapter, recorded in run_data.json
+        self.levers = fastpath.levers_for(self.device)
+        fastpath.enable(self.base, self.levers)
+        log(f"fast path: {fastpath.describe(self.levers)}")
         lora.check_ranks(self.base, cfg.lora.target_modules, cfg.sweep.ranks)
         self.data = prepare(cfg.data, self.tok)
         self.cfg.train.packing = packing_works(self.cfg, self.base, self.data, self.tok, self.device)
@@ -99,5 +104,5 @@ class TrialRunner:
                 return trial, None
             trial = dataclasses.replace(trial, name=name)
             self.base, run_data = run_trial(self.base, self.tok, self.data, self.cfg, trial, trial_config, out,
-                                            self.device, self.probes, progress=progress)
+                                            self.device, self.probes, self.levers, progress=progress)
         return trial, run_data

@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from lorarank import fastpath
 from lorarank.config import TrainConfig
@@ -120,7 +121,7 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
 
     The LM head runs only on the positions that predict a completion token: with a 49k vocabulary
     the head is a large share of the FLOPs, and prompt positions would be thrown away anyway.
-        hidden: (B, T, H) -> h: (N, H) -> logits: (N, V), N = completion tokens in the batch
+        hidden: (B, T, H) -> h: (N, H) -> loss = Σ CE(h Wᵀ, targets), N = completion tokens in the batch
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     emb = causal_lm.get_input_embeddings().weight  # never quantized: its dtype is the compute dtype
@@ -128,14 +129,65 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     targets = batch["input_ids"][:, 1:][pred]  # (N,)
     per_example = "segments" in batch and fastpath.per_example_attention(causal_lm)
     extra = {"segment_lengths": batch["segments"]} if per_example else {}
+    head = causal_lm.get_output_embeddings()
     with autocast(emb.device, emb.dtype):
         hidden = causal_lm.get_decoder()(
             input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
             position_ids=batch.get("position_ids"), use_cache=False, **extra,
         ).last_hidden_state
         h = hidden[:, :-1][pred]  # (N, H)
-        logits = causal_lm.get_output_embeddings()(h)
-    return F.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())  # fp32 softmax
+        if type(head) is not nn.Linear or head.bias is not None:  # an adapted or biased head: the plain path
+            return F.cross_entropy(head(h).float(), targets, reduction="sum"), int(targets.numel())  # fp32 softmax
+    loss = LinearCrossEntropy.apply(h.to(emb.dtype), head.weight.to(emb.dtype), targets, torch.is_grad_enabled())
+    return loss, int(targets.numel())
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Σₙ CE(hₙ Wᵀ, tₙ) without the (N x V) logits: rows in chunks of CHUNK_ROWS, each chunk's logits
+    formed in h's dtype (as the head runs under autocast), its log-sum-exp taken in fp32, and its
+    gradient computed at once and the logits freed (Liger's fused linear cross-entropy, Hsu et al. 2024):
+
+        loss = Σₙ (lseₙ − zₙ,tₙ)     z = h Wᵀ (N x V),  lseₙ = log Σᵥ exp zₙ,ᵥ
+        ∂loss/∂z = softmax(z) − onehot(t) =: P          ∂loss/∂h = P W,   ∂loss/∂W = Pᵀ h
+
+    The loss is the last node of the graph, so its incoming gradient is a scalar g and the backward
+    only scales the saved ∂loss/∂h (and ∂loss/∂W for a trainable head) by g. The full path holds the
+    logits, their fp32 copy, the log-softmax and its gradient, each (N x V); this holds one chunk's.
+    At 32 default-data examples per micro-batch (224 rows) the loss adds 135 MiB (fp32) and 141 MiB
+    (bf16) to the peak that way, 73 and 83 MiB chunked (benchmarks/loss_memory.py). P is rounded to
+    h's dtype before the products, as the full path's autocast rounds the logits' gradient."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, with_grad: bool):
+        needs = [with_grad and n for n in ctx.needs_input_grad[:2]]  # with_grad: grad mode at the call
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        g_h = torch.empty_like(h) if needs[0] else None
+        g_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if needs[1] else None
+        with torch.autocast(h.device.type, enabled=False):
+            for start in range(0, len(h), CHUNK_ROWS):
+                h_c, t_c = h[start:start + CHUNK_ROWS], targets[start:start + CHUNK_ROWS, None]
+                z = (h_c @ weight.t()).float()  # (c, V): this chunk's logits, in fp32 for the softmax
+                lse = torch.logsumexp(z, dim=-1, keepdim=True)
+                total += (lse - z.gather(1, t_c)).sum()
+                if any(needs):
+                    p = z.sub_(lse).exp_()  # softmax, in place: z is not needed again
+                    p.scatter_add_(1, t_c, torch.full_like(t_c, -1.0, dtype=p.dtype))  # minus onehot(t)
+                    p = p.to(h.dtype)
+                    if g_h is not None:
+                        torch.mm(p, weight, out=g_h[start:start + CHUNK_ROWS])
+                    if g_w is not None:
+                        g_w.addmm_(p.t().float(), h_c.float())
+        ctx.weight_dtype = weight.dtype
+        ctx.save_for_backward(g_h, g_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, g):
+        g_h, g_w = ctx.saved_tensors  # g: fp32 0-dim, so g_h * g is computed in fp32 and rounded once
+        return (None if g_h is None else g_h * g, None if g_w is None else (g_w * g).to(ctx.weight_dtype), None, None)
+
+
+CHUNK_ROWS = 128  # 25 MB of fp32 logits at SmolLM2's 49k vocabulary; 64 rows was 9% slower (repacking W per chunk)
 
 
 def eval_batch_size(cfg: TrainConfig) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from lorarank import env, lora, measure, store
+from lorarank import env, fastpath, lora, measure, store
 from lorarank.analysis import spectra
 from lorarank.config import Config
 from lorarank.data.format import PreparedData
@@ -41,9 +41,11 @@ class Trial:
 
 
 def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, trial_config: dict,
-              out_dir: Path, device: torch.device, probes: Probes, progress=None) -> tuple[Any, dict]:
+              out_dir: Path, device: torch.device, probes: Probes, levers: fastpath.Levers,
+              progress=None) -> tuple[Any, dict]:
     """Returns (base model, untouched, with the adapter removed; run_data). Never raises for a
-    trial-level failure (bad numerics, out-of-memory, a bug in one config): the trial is `failed`."""
+    trial-level failure (bad numerics, out-of-memory, a bug in one config): the trial is `failed`.
+    `levers`: the fast path the model trains with (the runner's, from fastpath.levers_for)."""
     trial_dir = out_dir / trial.name
     with store.writing(trial_dir):
         trial_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,7 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
     else:
         model = lora.attach(base, trial.rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, trial.seed)
         trainable, total = model.get_nb_trainable_parameters()  # PEFT's own count, as the original
+    fastpath.enable(model, levers)  # the fused LoRA layers and their dropout (the attention is the base's)
     a_init = None if full else spectra.lora_a_weights(model)
     result, extras, error_tb = TrainResult(), {"accuracy": None, "spectra": None, "adapter_bytes": None}, None
     try:
@@ -84,6 +87,7 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
     run_data = build_run_data(trial, trial_config, scaling, trainable, total, result, data, device,
                               precision or compute_dtype(base))
     run_data.update(shape)
+    run_data["fastpath"] = fastpath.record(levers, env.cpu_capability())
     run_data.update(extras)
     store.write_record(trial_dir, run_data)
     return base, run_data

@@ -11,65 +11,33 @@
 On a half-precision base (bf16 with fp32 adapters, model.py) two more choices apply, both no-ops in
 fp32: the dtype of the fused layer's adapter products (`adapter_dtype`) and of per-example SDPA
 (`attention_dtype`). Each is `base` (the base's dtype: no conversion of (tokens x d) tensors) or
-`fp32`; `base` is the default and the stock path's choice. Which is faster depends on the CPU's bf16
-units, so benchmarks/levers.py measures both on the machine it runs on.
+`fp32`; `base` is FAST's and the stock path's choice. Which is faster depends on the CPU's bf16
+units: `levers_for(device)` reads the measured table in defaults.py, and benchmarks/levers.py
+measures every lever on the machine it runs on.
 
-`enable(model)` sets FAST, `disable(model)` sets STOCK, and `enable(model, levers)` any other
-combination: the baselines benchmarks/levers.py measures each lever against, e.g.
-`dataclasses.replace(FAST, fused=False)`. The model may be a transformers model (only the attention
-lever applies) or a PEFT model (all of them); switching is idempotent and reversible. lora.attach and
-model.load_model enable it on CPU; tests compare every setting's values and gradients with PEFT's.
+`enable(model, levers)` sets every lever (FAST when not given), `disable(model)` sets STOCK: the
+baselines benchmarks/levers.py measures each lever against, e.g. `dataclasses.replace(FAST,
+fused=False)`. The model may be a transformers model (only the attention lever applies) or a PEFT
+model (all of them); switching is idempotent and reversible. A fused layer is a `FusedLinear`, the
+subclass of PEFT's LoRA Linear in fused.py. The trial runner enables the table's levers once per
+model in its setup and logs them (`describe`); run_data.json records them (`record`). Tests compare
+every setting's values and gradients with PEFT's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 
 from torch import nn
 
 from lorarank.fastpath import attention, fused
+from lorarank.fastpath.defaults import BY_CAPABILITY, capability_class, levers_for
 from lorarank.fastpath.dropout import FastDropout
+from lorarank.fastpath.fused import FusedLinear
+from lorarank.fastpath.levers import FAST, STOCK, Levers
 
-__all__ = ["FAST", "STOCK", "FastDropout", "Levers", "disable", "enable", "fused_layers", "per_example_attention"]
-
-
-@dataclass(frozen=True)
-class Levers:
-    fused: bool = True
-    """One autograd function per plain-LoRA projection; False: PEFT's own modules."""
-    dropout: str = "fast"
-    """LoRA dropout: `fast` (FastDropout, geometric gaps) or `plain` (nn.Dropout, as PEFT builds it)."""
-    backward: str = "laid_out"
-    """The fused layer's backward: `laid_out` (thin products as r-row results) or `plain` (the layouts
-    the maths is written in). Ignored when not fused."""
-    attention: str = "split"
-    """Packed rows: `split` (one SDPA per example via torch.split, grouped-query kv), `sliced` (one per
-    example via slices, repeated kv heads) or `masked` (transformers' SDPA over the whole masked row)."""
-    adapter_dtype: str = "base"
-    """The fused layer's adapter products on a half-precision base: `base` (A and B cast to the base's
-    dtype per call, as PEFT's modules under autocast) or `fp32` (x and the gradient converted, the thin
-    products in fp32, as PEFT's modules without autocast). Ignored when not fused."""
-    attention_dtype: str = "base"
-    """Per-example SDPA on a half-precision base: `base` (in the base's dtype, as autocast runs it) or
-    `fp32` (q, k and v converted to fp32, the output back). Ignored for `masked`."""
-
-    def __post_init__(self):
-        dtypes = tuple(fused.ADAPTER_DTYPES)
-        problems = [f"{name}={value!r} (choose from {', '.join(allowed)})"
-                    for name, value, allowed in (("dropout", self.dropout, ("fast", "plain")),
-                                                 ("backward", self.backward, tuple(fused.LAYOUTS)),
-                                                 ("attention", self.attention, (*attention.IMPLEMENTATIONS, "masked")),
-                                                 ("adapter_dtype", self.adapter_dtype, dtypes),
-                                                 ("attention_dtype", self.attention_dtype, tuple(attention.DTYPES)))
-                    if value not in allowed]
-        if self.fused and self.dropout == "plain":
-            problems.append("fused=True with dropout='plain' (the fused layer draws FastDropout's positions)")
-        if problems:
-            raise ValueError(f"invalid fast-path levers: {'; '.join(problems)}")
-
-
-FAST = Levers()
-STOCK = Levers(fused=False, dropout="plain", attention="masked")
+__all__ = ["BY_CAPABILITY", "FAST", "STOCK", "FastDropout", "FusedLinear", "Levers", "capability_class", "describe",
+           "disable", "enable", "fused_layers", "levers_for", "per_example_attention", "record"]
 
 
 def enable(model, levers: Levers = FAST) -> None:
@@ -82,6 +50,25 @@ def enable(model, levers: Levers = FAST) -> None:
 def disable(model) -> None:
     """Back to the stock path: PEFT's modules and nn.Dropout, transformers' SDPA."""
     enable(model, STOCK)
+
+
+def describe(levers: Levers) -> str:
+    """One line naming what runs, for the log."""
+    if levers == STOCK:
+        return "stock path (PEFT's modules, nn.Dropout, transformers' SDPA over the masked square)"
+    dtype = {"base": "the base's dtype", "fp32": "fp32"}
+    parts = [f"fused LoRA layer ({levers.backward} backward, adapter products in {dtype[levers.adapter_dtype]})"
+             if levers.fused else "PEFT's LoRA modules",
+             "geometric-gap dropout" if levers.dropout == "fast" else "nn.Dropout",
+             "masked SDPA" if levers.attention == "masked"
+             else f"per-example SDPA ({levers.attention}, in {dtype[levers.attention_dtype]})"]
+    return ", ".join(parts)
+
+
+def record(levers: Levers, cpu: dict) -> dict:
+    """The levers a trial ran with, and the table entry they came from, for run_data.json."""
+    return {"levers": dataclasses.asdict(levers), "capability_class": capability_class(cpu),
+            "table_default": levers == BY_CAPABILITY[capability_class(cpu)]}
 
 
 def per_example_attention(model) -> bool:

@@ -67,7 +67,9 @@ def per_example(attend, dtype: torch.dtype | None = None):
                                           scaling=scaling, is_causal=is_causal, **kwargs)
         with torch.autocast(query.device.type, enabled=False) if dtype else contextlib.nullcontext():
             outs = attend(module, *(t.to(dtype or t.dtype) for t in (query, key, value)), scaling, segment_lengths)
-        return torch.cat(outs, dim=2).transpose(1, 2).contiguous().to(query.dtype), None
+        out = torch.cat(outs, dim=2).transpose(1, 2)  # (1, T, H, D), laid out as (1, H, T, D)
+        # one copy for layout and dtype together; `to` returns a same-dtype tensor as it is, so contiguous() then
+        return out.to(query.dtype, memory_format=torch.contiguous_format).contiguous(), None
 
     return attention
 

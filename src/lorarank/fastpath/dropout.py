@@ -15,6 +15,12 @@ import torch
 from torch import nn
 
 
+# Below n every position, and every partial sum it is built from, is an integer under n: exact in
+# fp32 when n <= 2^24. fp32 draws take two thirds of fp64's time (a (300 x 1536) input, one thread). fp32's uniform draws have 2^-24 resolution, so a gap
+# longer than ln(2^-24) / ln(1 - p) (324 at p = 0.05; probability 6e-8) is never drawn.
+EXACT_IN_FP32 = 2 ** 24
+
+
 class FastDropout(nn.Module):
     """Inverted dropout whose mask is the sorted flat positions of the dropped elements."""
 
@@ -33,11 +39,12 @@ class FastDropout(nn.Module):
     def drop_positions(self, n: int, device: torch.device) -> torch.Tensor:
         """Sorted flat indices in [0, n) of the dropped elements."""
         chunk = self.gaps_per_draw(n)
+        dtype = torch.float32 if n <= EXACT_IN_FP32 else torch.float64
         ends = []
         reached = 0.0
         while reached < n:  # draw more i.i.d. gaps until the positions pass the end (exact, no rejection)
-            g = torch.rand(chunk, dtype=torch.float64, device=device).neg_().add_(1.0)  # U on (0, 1]: ln U finite
-            g.log_().div_(self.log_keep).ceil_().clamp_min_(1.0)  # the gaps G (in place: no temporaries)
+            g = torch.rand(chunk, dtype=dtype, device=device).neg_().add_(1.0)  # U on (0, 1]: ln U finite
+            g.log_().mul_(1.0 / self.log_keep).ceil_().clamp_min_(1.0)  # the gaps G (in place: no temporaries)
             g.cumsum_(0).add_(reached - 1.0)  # drop positions; the first drop sits at index G1 - 1
             ends.append(g)
             reached = float(g[-1]) + 1.0

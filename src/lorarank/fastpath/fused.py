@@ -35,11 +35,9 @@ fp32 base both are the fp32 maths above, bit for bit.
 
 from __future__ import annotations
 
-import functools
-import types
-
 import torch
 import torch.nn.functional as F
+from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from lorarank.fastpath.dropout import FastDropout
@@ -115,11 +113,13 @@ def plain_products(gy, lora_b, u, gamma):
 
 def add_masked_by_restore(gx, gu, lora_a, drop, k: float) -> None:
     """gx += k · (gu A) ⊙ m: add k · gu A everywhere, then put back gy W at the dropped entries (one
-    gather and one scatter of ~p·T·d values instead of a masked T x d copy)."""
+    gather and one scatter of ~p·T·d values instead of a masked T x d copy). index_select and
+    index_copy_ rather than flat[drop] and flat[drop] = ...: the same values, without advanced
+    indexing's checks (2x and 1.3x faster at a step's shapes on CPU)."""
     flat = gx.view(-1)
-    base_at_dropped = flat[drop]
+    base_at_dropped = flat.index_select(0, drop)
     add_product(gx, gu, lora_a, k)
-    flat[drop] = base_at_dropped
+    flat.index_copy_(0, drop, base_at_dropped)
 
 
 def add_masked_by_copy(gx, gu, lora_a, drop, k: float) -> None:
@@ -152,42 +152,52 @@ def fusable(layer, x: torch.Tensor) -> bool:
     )
 
 
-def forward(self, x: torch.Tensor, *args, function: type[LaidOut] = LaidOut, adapter_dtype: str = "base",
-            **kwargs) -> torch.Tensor:
-    """Forward of one PEFT lora.Linear: the fused function when it applies, PEFT's own otherwise."""
-    if args or kwargs or not fusable(self, x):
-        return type(self).forward(self, x, *args, **kwargs)
-    name = self.active_adapters[0]
-    base, dropout = self.get_base_layer(), self.lora_dropout[name]
-    x2 = x.reshape(-1, x.shape[-1]).contiguous()  # (T, d_in): flat indices address it directly
-    drop, k = None, 1.0
-    if self.training and getattr(dropout, "p", 0.0) > 0:
-        drop, k = dropout.drop_positions(x2.numel(), x2.device), dropout.scale
-    compute = ADAPTER_DTYPES[adapter_dtype] or x.dtype
-    lora_a, lora_b = self.lora_A[name].weight.to(compute), self.lora_B[name].weight.to(compute)  # the params if same
-    with torch.autocast(x.device.type, enabled=False):  # every dtype is chosen here, not by autocast
-        y = function.apply(x2, base.weight, base.bias, lora_a, lora_b, self.scaling[name], k, drop)
-    return y.view(*x.shape[:-1], y.shape[-1])
+class FusedLinear(LoraLinear):
+    """PEFT's LoRA Linear whose forward is one autograd function (LaidOut or Plain) when the layer
+    is plain LoRA (`fusable`), and PEFT's own forward otherwise. Same parameters, names, saved
+    adapters and unloading as PEFT's class: `use` switches a layer's class between the two, so a
+    model's fused layers are the instances of this class."""
+
+    function: type[LaidOut] = LaidOut
+    """The backward layout (LAYOUTS); `use` sets it per layer."""
+    adapter_dtype: str = "base"
+    """ADAPTER_DTYPES: the dtype of the adapter products on a half-precision base."""
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if args or kwargs or not fusable(self, x):
+            return super().forward(x, *args, **kwargs)
+        name = self.active_adapters[0]
+        base, dropout = self.get_base_layer(), self.lora_dropout[name]
+        x2 = x.reshape(-1, x.shape[-1]).contiguous()  # (T, d_in): flat indices address it directly
+        drop, k = None, 1.0
+        if self.training and getattr(dropout, "p", 0.0) > 0:
+            drop, k = dropout.drop_positions(x2.numel(), x2.device), dropout.scale
+        compute = ADAPTER_DTYPES[self.adapter_dtype] or x.dtype
+        lora_a, lora_b = self.lora_A[name].weight.to(compute), self.lora_B[name].weight.to(compute)  # the params if same
+        with torch.autocast(x.device.type, enabled=False):  # every dtype is chosen here, not by autocast
+            y = self.function.apply(x2, base.weight, base.bias, lora_a, lora_b, self.scaling[name], k, drop)
+        return y.view(*x.shape[:-1], y.shape[-1])
 
 
 def lora_layers(model) -> list[nn.Module]:
-    from peft.tuners.lora import Linear as LoraLinear
-
-    return [m for m in model.modules() if type(m) is LoraLinear]
+    """PEFT's LoRA Linear layers of `model`, fused or not (plain LoRA Linear only, no subclasses
+    such as the quantized ones)."""
+    return [m for m in model.modules() if type(m) in (LoraLinear, FusedLinear)]
 
 
 def use(model, on: bool, layout: str = "laid_out", adapter_dtype: str = "base") -> None:
-    """Give every PEFT lora.Linear whose dropout is FastDropout (or none) the fused forward with the
-    backward `layout` and the adapter products in `adapter_dtype` (on), or PEFT's own forward back
-    (off). The instance attribute shadows the class method, so parameters, names and saved adapters
-    stay PEFT's own."""
-    fused = functools.partial(forward, function=LAYOUTS[layout], adapter_dtype=adapter_dtype)
+    """Make every PEFT LoRA Linear whose dropout is FastDropout (or none) a FusedLinear with the
+    backward `layout` and the adapter products in `adapter_dtype` (on), or PEFT's class again (off)."""
     for layer in lora_layers(model):
-        layer.__dict__.pop("forward", None)
-        if on and all(isinstance(d, (FastDropout, nn.Identity)) for d in layer.lora_dropout.values()):
-            layer.forward = types.MethodType(fused, layer)
+        fast = on and all(isinstance(d, (FastDropout, nn.Identity)) for d in layer.lora_dropout.values())
+        layer.__class__ = FusedLinear if fast else LoraLinear
+        if fast:
+            layer.function, layer.adapter_dtype = LAYOUTS[layout], adapter_dtype
+        else:
+            layer.__dict__.pop("function", None)
+            layer.__dict__.pop("adapter_dtype", None)
 
 
 def fused_layers(model) -> int:
     """How many LoRA layers run the fused forward now."""
-    return sum("forward" in layer.__dict__ for layer in lora_layers(model))
+    return sum(isinstance(layer, FusedLinear) for layer in lora_layers(model))

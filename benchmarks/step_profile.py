@@ -1,0 +1,121 @@
+"""Where a training step's time goes: matmul and everything else, per precision, for 4 steps of the
+default trial (the cpu-default preset's data, rank 8, batch 8, its learning rate and dropout).
+
+    python benchmarks/step_profile.py                        # both precisions where the CPU has bf16 units
+    python benchmarks/step_profile.py --dtype bfloat16 --out /tmp/today.json   # with PYTHONPATH=<a checkout>/src: that code
+
+The trial's model and adapter are set up as the runner sets them up, then `--warmup` steps run
+unprofiled and 4 steps under torch.profiler. Matmul time is the self time of the profiler's matrix
+products (MATMUL_OPS); the non-matmul time is the steps' wall time under the profiler minus that:
+elementwise ops, dtype conversions, attention, the loss, dropout, the optimizer and the Python
+between them. The process's CPU time is recorded too: on a machine shared with other work, where wall
+times stretch with the load, CPU time at --threads 1 is the steadier figure to compare. The script imports whichever lorarank is on the path, so one run of it on an older
+checkout (PYTHONPATH=<checkout>/src) and one on this one, on the same machine, compare the two.
+Writes JSON (--out) with the CPU capability, the load average and the top non-matmul ops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+from common import CPU, default_dtypes, machine, relative, write_report
+
+from lorarank import fastpath, lora
+from lorarank.config import load_config
+from lorarank.data.format import prepare
+from lorarank.model import load_base
+from lorarank.train import completion_loss, make_batch, micro_batches, step_plan, total_steps
+
+# the profiler's names of dense matrix products (self time: the kernels themselves)
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation",
+              "aten::mkldnn_rnn", "aten::linear_backward"}
+STEPS = 4
+
+
+def set_up(dtype: str, rank: int, batch: int):
+    """(model with its adapter, optimizer, step batches, params) of the default trial in `dtype`."""
+    cfg = load_config("cpu-default", {"model.dtype": dtype, "train.batch_size": batch})
+    base, tok = load_base(cfg.model, CPU)
+    data = prepare(cfg.data, tok)
+    scaling = lora.scaling_for(rank, cfg.lora.alpha, cfg.sweep.alpha_policies[0])
+    model = lora.attach(base, rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, cfg.sweep.seeds[0])
+    if hasattr(fastpath, "levers_for"):  # set up as the runner does; older checkouts enable it inside lora.attach
+        fastpath.enable(model, fastpath.levers_for(CPU))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.sweep.learning_rates[0], fused=True)
+    plan = step_plan(len(data.train), cfg.train, cfg.sweep.seeds[0], total_steps(cfg.train, len(data.train)))
+    batches = [[make_batch([data.train[i] for i in idx], tok.pad_token_id, CPU, True)
+                for idx in micro_batches(step, data.train, batch)] for step in plan]
+    return model, opt, params, batches
+
+
+def step(model, opt, params, micro) -> None:
+    n = sum(int(b["pred"].sum()) for b in micro)
+    for b in micro:
+        loss, _ = completion_loss(model, b)
+        (loss / n).backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def profile(dtype: str, rank: int, batch: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    model, opt, params, batches = set_up(dtype, rank, batch)
+    for micro in batches[:warmup]:
+        step(model, opt, params, micro)
+    timed = batches[warmup:warmup + STEPS]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for micro in timed:
+        step(model, opt, params, micro)
+    plain, plain_cpu = time.perf_counter() - t0, time.process_time() - c0
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for micro in timed:
+            step(model, opt, params, micro)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    ops = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+    matmul = sum(t for k, t in ops.items() if k in MATMUL_OPS)
+    others = sorted(((k, t) for k, t in ops.items() if k not in MATMUL_OPS and t > 0), key=lambda kv: -kv[1])
+    tokens = sum(b["input_ids"].numel() for micro in timed for b in micro)
+    return {"dtype": dtype, "steps": STEPS, "tokens": tokens, "seconds_unprofiled": plain, "seconds_profiled": wall,
+            "cpu_seconds_unprofiled": plain_cpu, "cpu_seconds_profiled": cpu,
+            "matmul_seconds": matmul, "non_matmul_seconds": wall - matmul, "matmul_share": matmul / wall,
+            "levers": repr(fastpath.levers_for(CPU)) if hasattr(fastpath, "levers_for") else "FAST",
+            "top_non_matmul_ops": dict(others[:15])}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dtype", dest="dtypes", nargs="+", choices=("float32", "bfloat16"), default=default_dtypes())
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=2, help="unprofiled steps before the 4 profiled ones")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--out", default="benchmarks/results/step_profile.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from lorarank import env
+
+    report = {"machine": machine(args.threads), "load_average": os.getloadavg(),
+              "code_commit": env.git_commit(), "settings": {**vars(args), "out": relative(args.out)}, "precisions": {}}
+    for dtype in args.dtypes:
+        r = profile(dtype, args.rank, args.batch, args.warmup)
+        report["precisions"][dtype] = r
+        print(f"{dtype:>8}: {r['tokens']} tokens in {r['seconds_profiled']:.2f} s profiled "
+              f"({r['seconds_unprofiled']:.2f} s unprofiled): matmul {r['matmul_seconds']:.2f} s, "
+              f"non-matmul {r['non_matmul_seconds']:.2f} s; levers {r['levers']}")
+        print("          top non-matmul: " + ", ".join(f"{k} {t:.3f}" for k, t in list(r["top_non_matmul_ops"].items())[:8]))
+    report["load_average_after"] = os.getloadavg()
+    print(f"load average {report['load_average']} -> {report['load_average_after']}")
+    write_report(args.out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

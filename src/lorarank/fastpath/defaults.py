@@ -1,0 +1,57 @@
+"""The fast path's lever settings per CPU capability, each entry with the measurement behind it.
+
+Which setting of a lever is faster depends on the CPU's vector units: on a CPU with AMX tiles,
+bf16 products run ~6x faster than fp32, but the bf16 flash-attention backward is 8x slower than its
+fp32 counterpart. benchmarks/levers.py measures every lever on the machine it runs on, writes the
+result under the machine's capability class (`capability_class`), and says where this table
+disagrees with what it measured.
+
+    class          levers                         measured
+    amx            attention_dtype=fp32, the      SmolLM2-135M rank 8, packed batch 8, bf16 base: 472
+                   rest FAST                      tok/s with per-example SDPA in fp32 against 286 for the
+                                                  fp32 trial (1.65x); with SDPA in bf16 the step ran no
+                                                  faster than fp32 and the flash backward took 28% of it,
+                                                  8x its fp32 time. adapter_dtype=fp32 lowered the 472 to
+                                                  429 tok/s (2-core Xeon, AMX + AVX512-BF16, torch 2.13)
+    avx512_bf16    FAST                           not measured (no such CPU at hand): the dtype levers
+                                                  keep the stock path's choice, the base's dtype
+    no_bf16_units  FAST                           step time without each lever: fused layer 1.08x, with
+                                                  its dropout 1.23x, per-example attention 1.05x at batch 4
+                                                  and 1.14x at batch 8 (benchmarks/results/levers.json,
+                                                  levers_batch8.json: fp32 base, 2-core AMD EPYC); the
+                                                  dtype levers are no-ops in fp32, the precision `auto`
+                                                  picks there
+
+Off the CPU (CUDA) the stock path runs: every lever here was measured on CPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from lorarank.fastpath.levers import FAST, STOCK, Levers
+
+BY_CAPABILITY: dict[str, Levers] = {
+    "amx": dataclasses.replace(FAST, attention_dtype="fp32"),
+    "avx512_bf16": FAST,
+    "no_bf16_units": FAST,
+}
+
+
+def capability_class(cpu: dict) -> str:
+    """The table's key for a CPU described by env.cpu_capability()."""
+    if cpu["amx_tile"]:
+        return "amx"
+    return "avx512_bf16" if cpu["avx512_bf16"] else "no_bf16_units"
+
+
+def levers_for(device: torch.device, cpu: dict | None = None) -> Levers:
+    """The levers a trial on `device` runs with: the table's entry for this CPU (`cpu`: its
+    env.cpu_capability(), read from the machine when None), STOCK off the CPU."""
+    if device.type != "cpu":
+        return STOCK
+    from lorarank import env
+
+    return BY_CAPABILITY[capability_class(cpu or env.cpu_capability())]
