@@ -43,6 +43,11 @@ def test_a_held_claim_is_refused_and_released_with_its_holder(tmp_path):
         assert again
 
 
+# two processes on two cores: one torch thread each, or their OpenMP threads spin against each other
+# (two-thread processes side by side ran this test 4x slower)
+ONE_THREAD = ["train.num_threads=1"]
+
+
 def _names_trained(stdout: str) -> set[str]:
     return set(re.findall(r"^\[lorarank\] (rank_\d+): \d[\d,]* trainable params", stdout, re.M))
 
@@ -50,7 +55,7 @@ def _names_trained(stdout: str) -> set[str]:
 def test_two_concurrent_runs_never_train_a_trial_twice(tmp_path):
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "lorarank", "run", *TINY_ARGS, "--ranks", "2", "4", "8", "16", "--max-steps", "20",
-           "train.eval_every=20", *LEAN, "--output-dir", str(out)]
+           "train.eval_every=20", *LEAN, *ONE_THREAD, "--output-dir", str(out)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
@@ -71,7 +76,7 @@ def test_concurrent_runs_with_other_axes_keep_every_record(tmp_path, capsys):
     out = tmp_path / "sweep"
     base = [sys.executable, "-m", "lorarank", "run", *TINY_ARGS, "--ranks", "2", "4", "--max-steps", "4",
             "train.eval_every=4", *LEAN, "--output-dir", str(out)]
-    procs = [subprocess.Popen([*base, "--lr", lr], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [subprocess.Popen([*base, *ONE_THREAD, "--lr", lr], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for lr in ("1e-3", "1e-4")]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
