@@ -23,18 +23,22 @@ install: $(STAMP)
 run: install
 	$(PY) -m lorarank run $(ARGS)
 
+# pytest-xdist, one worker per core, a test module per worker (--dist loadfile keeps a module's shared
+# fixtures in one process), each worker on one torch thread (tests/conftest.py)
+XDIST := -n auto --dist loadfile
+
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 # a quick local loop: everything but the tests marked slow (subprocesses, SmolLM2, Ray, whole sweeps)
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # the precision-sensitive tests as on a CPU with bf16 units (auto = bf16) and one without (auto = fp32),
 # whatever this host has: an AVX2 host catches what an AMX host would, and the reverse
 test-cpus: install
-	LORARANK_CPU=amx $(PY) -m pytest -q -m dtype $(PYTEST_ARGS)
-	LORARANK_CPU=avx2 $(PY) -m pytest -q -m dtype $(PYTEST_ARGS)
+	LORARANK_CPU=amx $(PY) -m pytest -q $(XDIST) -m dtype $(PYTEST_ARGS)
+	LORARANK_CPU=avx2 $(PY) -m pytest -q $(XDIST) -m dtype $(PYTEST_ARGS)
 
 report: install
 	$(PY) -m lorarank report outputs/lora_rank_comparison
