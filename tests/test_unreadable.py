@@ -93,13 +93,19 @@ def records(root: Path) -> dict[str, bytes]:
     return {k: v for k, v in snapshot(root).items() if k.endswith(store.RUN_DATA)}
 
 
+def rerun_warning(out: Path, capsys, says: str) -> str:
+    """Run the tiny sweep into `out` again: it succeeds with one warning line, which says `says`."""
+    assert run_cli("run", *TINY_ARGS, "--output-dir", str(out)) == 0
+    warning = one_line("\n".join(ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln))
+    assert says in warning
+    return warning
+
+
 @pytest.mark.parametrize("corrupt", CORRUPTIONS)
 def test_run_with_a_bad_baseline_warns_and_computes_it_again(corrupted, capsys, corrupt):
     out, rel, _ = corrupted("baseline", corrupt)
     before = records(out)
-    assert run_cli("run", *TINY_ARGS, "--output-dir", str(out)) == 0
-    warning = one_line("\n".join(ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln))
-    assert str(out / rel) in warning and "computing it again" in warning
+    assert str(out / rel) in rerun_warning(out, capsys, "computing it again")
     assert store.read_checked(out / rel)["eval_loss"] > 0
     assert records(out) == before  # no trial trained again
 
@@ -108,9 +114,7 @@ def test_run_with_a_bad_baseline_warns_and_computes_it_again(corrupted, capsys, 
 def test_run_with_a_bad_record_warns_and_trains_that_trial_again(corrupted, capsys, corrupt):
     out, rel, bad = corrupted("run_data", corrupt)
     before = records(out)
-    assert run_cli("run", *TINY_ARGS, "--output-dir", str(out)) == 0
-    warning = one_line("\n".join(ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln))
-    assert str(out / rel) in warning and "trained again" in warning
+    assert str(out / rel) in rerun_warning(out, capsys, "trained again")
     after = records(out)
     assert store.read_checked(out / rel)["status"] == "ok"  # a fresh record, where the trial was
     assert (out / "rank_4" / store.ATTEMPTS_DIR / "1" / store.RUN_DATA).read_bytes() == bad  # kept as it was
