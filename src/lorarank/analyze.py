@@ -98,8 +98,8 @@ def analyze(req: Request) -> tuple[Path, Analysis, list[str]]:
         if name is None:  # the same weights at a second path, recorded a moment ago
             continue
         setup.base, run_data = measure_adapter(setup, cfg, p, name)
+        _link_adapter(out / name / "adapter", p.adapter.path)  # before the record, which is written last
         store.write_record(out / name, run_data)
-        _link_adapter(out / name / "adapter", p.adapter.path)
         env.log(f"{name}: eval loss {run_data['final_eval_loss']}, {run_data['trainable_params']:,} params "
                 f"({p.adapter.path})")
         done.append(name)
@@ -237,14 +237,11 @@ def check_output_dir(out: Path, cfg: Config) -> None:
     sweep_file = out / store.SWEEP_FILE
     if not sweep_file.is_file():
         return
-    try:
-        previous = store.read_checked(sweep_file)
-    except (OSError, ValueError):
-        previous = {}
-    if previous.get("fingerprint") == config_hash(fixed_config(cfg)) and previous.get("analyzed"):
+    previous = store.read_checked(sweep_file)  # unreadable: one line naming it and what to do
+    if previous["fingerprint"] == config_hash(fixed_config(cfg)) and previous.get("analyzed"):
         return
     what = ("adapters analysed with another base, eval set or settings" if previous.get("analyzed") else
-            "a `lorarank run` sweep" if previous.get("fingerprint") else "an unreadable sweep.json")
+            "a `lorarank run` sweep")
     raise UserError(f"{out} holds {what}; results are never mixed: pass a new --output-dir")
 
 

@@ -209,10 +209,9 @@ def packing_matches(model, examples: list[Example], pad_id: int, device: torch.d
       by far more than 1e-4: a test that rounding cannot blur, in bf16 as in fp32;
     - same maths: the packed and the padded loss agree, to 1e-4 in fp32 and 1e-2 in half precision
       (whose kernels round differently for different row layouts)."""
-    with torch.no_grad():
-        apart = len(examples) < 2 or _unchanged_by_its_neighbour(model, examples[0], examples[1], device)
-        packed, _ = completion_loss(model, collate_packed(examples, device))
-        padded, _ = completion_loss(model, collate(examples, pad_id, device))
+    apart = len(examples) < 2 or _unchanged_by_its_neighbour(model, examples[0], examples[1], device)
+    packed, _ = completion_loss(model, collate_packed(examples, device))
+    padded, _ = completion_loss(model, collate(examples, pad_id, device))
     tol = 1e-4 if compute_dtype(model) == torch.float32 else 1e-2
     return apart and bool(torch.isclose(packed, padded, rtol=tol, atol=tol))
 

@@ -316,7 +316,7 @@ def cost(pol: PolicySummary) -> Figure:
     _time_vs_rank(axes[1], pol)
 
     ax = axes[2]
-    mem = [rows[r].peak_memory_bytes.mean / 2 ** 30 if rows[r].peak_memory_bytes else 0 for r in ranks]
+    mem = [m / 2 ** 30 for m in _means([rows[r].peak_memory_bytes for r in ranks])]  # NaN (no point) when not recorded
     state = [rows[r].state_bytes / 2 ** 30 for r in ranks]
     ax.plot(ranks, mem, "o-", color="tab:blue", label="peak memory of the process")
     ax.plot(ranks, state, "s--", color="tab:orange", label="adapter + gradient + AdamW state (fp32)")
