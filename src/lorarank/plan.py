@@ -54,13 +54,18 @@ def offline_reason(cfg: Config) -> str | None:
 
 
 def trained_token_mix(cfg: Config) -> tuple[int, int]:
-    """(completion tokens, tokens) over the examples the training steps of the first seed see,
-    counted as the training loop counts them (every real token; Example.n_completion)."""
+    """token_mix of the training split, prepared from the config."""
     from lorarank.data.format import prepare
     from lorarank.model import load_tokenizer
+
+    return token_mix(prepare(cfg.data, load_tokenizer(cfg.model)).train, cfg)
+
+
+def token_mix(train: list, cfg: Config) -> tuple[int, int]:
+    """(completion tokens, tokens) over the examples the training steps of the first seed see,
+    counted as the training loop counts them (every real token; Example.n_completion)."""
     from lorarank.train import step_plan, total_steps
 
-    train = prepare(cfg.data, load_tokenizer(cfg.model)).train
     steps = step_plan(len(train), cfg.train, cfg.sweep.seeds[0], total_steps(cfg.train, len(train)))
     seen = [train[i] for step in steps for i in step]
     return sum(e.n_completion for e in seen), sum(len(e.input_ids) for e in seen)

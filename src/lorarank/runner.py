@@ -18,6 +18,7 @@ from lorarank.env import log
 from lorarank.config import Config, config_hash
 from lorarank.data.format import prepare
 from lorarank.model import compute_dtype, load_base, pick_device
+from lorarank.plan import token_mix
 from lorarank.probes import Probes
 from lorarank.progress import SweepCost
 from lorarank.train import packing_matches, total_steps
@@ -55,8 +56,7 @@ class TrialRunner:
 
     def sweep_cost(self) -> SweepCost:
         """The cost model's view of this model and data, to weigh the trials in the sweep's ETA."""
-        train = self.data.train
-        f = cost.head_share(sum(e.n_completion for e in train), sum(len(e.input_ids) for e in train))
+        f = cost.head_share(*token_mix(self.data.train, self.cfg))  # as `lorarank plan` counts it
         return SweepCost(cost.Shape.of(self.base, self.cfg.lora.target_modules), f)
 
     def describe(self) -> dict:

@@ -180,8 +180,8 @@ _WHAT_TO_DO = {
 }
 
 
-def _problem(path: Path) -> tuple[Any, str | None]:
-    """(the parsed file, None) or (None, what is wrong with it)."""
+def _parse(path: Path) -> tuple[dict | None, str | None]:
+    """(the file's JSON object, None) or (None, why it is not one)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -196,6 +196,15 @@ def _problem(path: Path) -> tuple[Any, str | None]:
         return None, f"it is not valid JSON ({exc.msg} at line {exc.lineno}; truncated?)"
     if not isinstance(doc, dict):
         return None, f"it holds a JSON {type(doc).__name__}, not an object"
+    return doc, None
+
+
+def _problem(path: Path) -> tuple[Any, str | None]:
+    """(the parsed file, None) or (None, what is wrong with it): a JSON object with the keys its
+    readers use (_REQUIRED)."""
+    doc, problem = _parse(path)
+    if problem:
+        return None, problem
     for key, kind in _REQUIRED[path.name]:
         if key not in doc:
             return None, f"it has no '{key}'"
@@ -206,13 +215,10 @@ def _problem(path: Path) -> tuple[Any, str | None]:
 
 def _claimed_by(path: Path) -> dict | None:
     """A run_data.json that names its trial, even if it lacks other keys (a record of an earlier
-    version): deciding whose a directory is, or whether a record may move, needs only that. A record
-    that names a trial is never moved for its other faults."""
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("trial_id"), str) and doc["trial_id"] else None
+    version): deciding whose a directory is, or whether a record may move, needs only that. Such a
+    record moves only as its own trial's unfinished attempt (archive_failed_attempt)."""
+    doc, _ = _parse(path)
+    return doc if doc and isinstance(doc.get("trial_id"), str) and doc["trial_id"] else None
 
 
 def read_checked(path: Path) -> dict:
