@@ -2,7 +2,7 @@
 
 Which setting of a lever is faster depends on the CPU's vector units: on a CPU with AMX tiles,
 bf16 products run ~6x faster than fp32, but the bf16 flash-attention backward is 8x slower than its
-fp32 counterpart. benchmarks/levers.py measures every lever on the machine it runs on, writes the
+fp32 counterpart; on AVX512-BF16 without AMX the same holds for attention. benchmarks/levers.py measures every lever on the machine it runs on, writes the
 result under the machine's capability class (`capability_class`), and says where this table
 disagrees with what it measured.
 
@@ -13,8 +13,14 @@ disagrees with what it measured.
                                                   faster than fp32 and the flash backward took 28% of it,
                                                   8x its fp32 time. adapter_dtype=fp32 lowered the 472 to
                                                   429 tok/s (2-core Xeon, AMX + AVX512-BF16, torch 2.13)
-    avx512_bf16    FAST                           not measured (no such CPU at hand): the dtype levers
-                                                  keep the stock path's choice, the base's dtype
+    avx512_bf16    attention_dtype=fp32, the      SmolLM2-135M rank 8, packed batch 8, bf16 base, 16
+                   rest FAST                      interleaved step pairs per lever: SDPA in bf16 made the
+                                                  step 0.82x as fast as SDPA in fp32 (quartiles 0.74-0.90),
+                                                  its flash backward 0.67 s of 4 default-trial steps;
+                                                  adapter products in fp32 instead of bf16 1/1.20x; the
+                                                  fused layer 1.13x, with its dropout 1.39x
+                                                  (benchmarks/results/levers_avx512_bf16_bfloat16.json,
+                                                  2-core AMD EPYC with AVX512-BF16, no AMX, torch 2.13)
     no_bf16_units  FAST                           step time without each lever: fused layer 1.08x, with
                                                   its dropout 1.23x, per-example attention 1.05x at batch 4
                                                   and 1.14x at batch 8 (benchmarks/results/levers.json,
@@ -35,7 +41,7 @@ from lorarank.fastpath.levers import FAST, STOCK, Levers
 
 BY_CAPABILITY: dict[str, Levers] = {
     "amx": dataclasses.replace(FAST, attention_dtype="fp32"),
-    "avx512_bf16": FAST,
+    "avx512_bf16": dataclasses.replace(FAST, attention_dtype="fp32"),
     "no_bf16_units": FAST,
 }
 
