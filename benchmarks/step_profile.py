@@ -5,7 +5,8 @@ default trial (the cpu-default preset's data, rank 8, batch 8, its learning rate
     python benchmarks/step_profile.py --dtype bfloat16 --out /tmp/today.json   # with PYTHONPATH=<a checkout>/src: that code
 
 The trial's model and adapter are set up as the runner sets them up, then `--warmup` steps run
-unprofiled and 4 steps under torch.profiler. Matmul time is the self time of the profiler's matrix
+unprofiled and the next 4 steps under torch.profiler, `--repeats` times over (medians reported: a
+2-core machine's speed drifts by 10-30% within a minute). Matmul time is the self time of the profiler's matrix
 products (MATMUL_OPS); the non-matmul time is the steps' wall time under the profiler minus that:
 elementwise ops, dtype conversions, attention, the loss, dropout, the optimizer and the Python
 between them. The process's CPU time is recorded too: on a machine shared with other work, where wall
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -64,28 +66,44 @@ def step(model, opt, params, micro) -> None:
     opt.zero_grad(set_to_none=True)
 
 
-def profile(dtype: str, rank: int, batch: int, warmup: int) -> dict:
+def timed_steps(model, opt, params, timed) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one pass over the timed steps."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    for micro in timed:
+        step(model, opt, params, micro)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def profiled_steps(model, opt, params, timed) -> dict:
+    """One pass over the timed steps under torch.profiler: wall, CPU, matmul self time, other ops."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        wall, cpu = timed_steps(model, opt, params, timed)
+    ops = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+    matmul = sum(t for k, t in ops.items() if k in MATMUL_OPS)
+    return {"wall": wall, "cpu": cpu, "matmul": matmul, "ops": ops}
+
+
+def profile(dtype: str, rank: int, batch: int, warmup: int, repeats: int) -> dict:
+    """The same 4 steps profiled `repeats` times (the model trains on; each pass is a like-for-like
+    sample of the step's cost): medians, with every pass's figures kept."""
     torch.manual_seed(0)
     model, opt, params, batches = set_up(dtype, rank, batch)
     for micro in batches[:warmup]:
         step(model, opt, params, micro)
     timed = batches[warmup:warmup + STEPS]
-    t0, c0 = time.perf_counter(), time.process_time()
-    for micro in timed:
-        step(model, opt, params, micro)
-    plain, plain_cpu = time.perf_counter() - t0, time.process_time() - c0
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        t0, c0 = time.perf_counter(), time.process_time()
-        for micro in timed:
-            step(model, opt, params, micro)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    ops = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
-    matmul = sum(t for k, t in ops.items() if k in MATMUL_OPS)
+    plain, plain_cpu = timed_steps(model, opt, params, timed)
+    passes = [profiled_steps(model, opt, params, timed) for _ in range(repeats)]
+    wall, cpu, matmul = (statistics.median(p[k] for p in passes) for k in ("wall", "cpu", "matmul"))
+    non_matmul = statistics.median(p["wall"] - p["matmul"] for p in passes)
+    ops = {k: statistics.median(p["ops"].get(k, 0.0) for p in passes) for k in passes[0]["ops"]}
     others = sorted(((k, t) for k, t in ops.items() if k not in MATMUL_OPS and t > 0), key=lambda kv: -kv[1])
     tokens = sum(b["input_ids"].numel() for micro in timed for b in micro)
-    return {"dtype": dtype, "steps": STEPS, "tokens": tokens, "seconds_unprofiled": plain, "seconds_profiled": wall,
-            "cpu_seconds_unprofiled": plain_cpu, "cpu_seconds_profiled": cpu,
-            "matmul_seconds": matmul, "non_matmul_seconds": wall - matmul, "matmul_share": matmul / wall,
+    return {"dtype": dtype, "steps": STEPS, "tokens": tokens, "repeats": repeats,
+            "seconds_unprofiled": plain, "seconds_profiled": wall, "cpu_seconds_unprofiled": plain_cpu,
+            "cpu_seconds_profiled": cpu, "matmul_seconds": matmul, "non_matmul_seconds": non_matmul,
+            "matmul_share": matmul / wall, "seconds_profiled_min": min(p["wall"] for p in passes),
+            "non_matmul_seconds_min": min(p["wall"] - p["matmul"] for p in passes),
+            "per_pass": [{"seconds": p["wall"], "cpu_seconds": p["cpu"], "matmul_seconds": p["matmul"]} for p in passes],
             "levers": repr(fastpath.levers_for(CPU)) if hasattr(fastpath, "levers_for") else "FAST",
             "top_non_matmul_ops": dict(others[:15])}
 
@@ -96,6 +114,7 @@ def main(argv=None) -> int:
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2, help="unprofiled steps before the 4 profiled ones")
+    p.add_argument("--repeats", type=int, default=5, help="profiled passes over the 4 steps; medians reported")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--out", default="benchmarks/results/step_profile.json")
     args = p.parse_args(argv)
@@ -105,11 +124,12 @@ def main(argv=None) -> int:
     report = {"machine": machine(args.threads), "load_average": os.getloadavg(),
               "code_commit": env.git_commit(), "settings": {**vars(args), "out": relative(args.out)}, "precisions": {}}
     for dtype in args.dtypes:
-        r = profile(dtype, args.rank, args.batch, args.warmup)
+        r = profile(dtype, args.rank, args.batch, args.warmup, args.repeats)
         report["precisions"][dtype] = r
         print(f"{dtype:>8}: {r['tokens']} tokens in {r['seconds_profiled']:.2f} s profiled "
               f"({r['seconds_unprofiled']:.2f} s unprofiled): matmul {r['matmul_seconds']:.2f} s, "
-              f"non-matmul {r['non_matmul_seconds']:.2f} s; levers {r['levers']}")
+              f"non-matmul {r['non_matmul_seconds']:.2f} s (medians of {r['repeats']} passes; fastest pass "
+              f"{r['seconds_profiled_min']:.2f} s, non-matmul {r['non_matmul_seconds_min']:.2f} s); levers {r['levers']}")
         print("          top non-matmul: " + ", ".join(f"{k} {t:.3f}" for k, t in list(r["top_non_matmul_ops"].items())[:8]))
     report["load_average_after"] = os.getloadavg()
     print(f"load average {report['load_average']} -> {report['load_average_after']}")

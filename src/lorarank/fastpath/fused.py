@@ -26,7 +26,7 @@ are untouched.
 
 Mixed precision (a bf16 base with fp32 adapters, model.py): W x runs in the base's dtype, and the
 adapter products in the dtype ADAPTER_DTYPES names. `base`: A and B are cast to the base's dtype once
-per call (r x d values; autograd casts their gradients back to fp32), so no (tokens x d) tensor is
+per call (r x d values; their gradients are cast back to fp32), so no (tokens x d) tensor is
 converted, and the values are those of PEFT's modules under autocast, which cast A, B and x the same
 way. `fp32`: x (dropped out) and the gradient gy are converted to fp32 and the thin products run in
 fp32, as PEFT's modules compute without autocast; the update is rounded once into y and gx. On an
@@ -44,12 +44,17 @@ from lorarank.fastpath.dropout import FastDropout
 
 
 class LaidOut(torch.autograd.Function):
-    """y = x Wᵀ + b + γ · (dropout(x) Aᵀ) Bᵀ for 2-D x. `drop` holds the flat indices of x's dropped
-    entries (None: no dropout) and k = 1 / (1 − p) scales the kept ones."""
+    """y = x Wᵀ + b + γ · (dropout(x) Aᵀ) Bᵀ for 2-D x, the adapter products in `compute`. `drop`
+    holds the flat indices of x's dropped entries (None: no dropout) and k = 1 / (1 − p) scales the
+    kept ones. A and B are cast to `compute` here rather than by the caller, so autograd records no
+    conversion node per matrix (two per projection: 420 nodes a SmolLM2 step, each a dispatch and a
+    gradient copy of its own); the backward converts their gradients back to the parameters' dtype."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, lora_a, lora_b, gamma: float, k: float, drop):
-        xd = x.to(lora_a.dtype)  # x itself unless the adapter runs in another dtype than the base
+    def forward(ctx, x, weight, bias, lora_a, lora_b, gamma: float, k: float, drop, compute: torch.dtype):
+        ctx.param_dtype = lora_a.dtype
+        lora_a, lora_b = lora_a.to(compute), lora_b.to(compute)  # the parameters themselves when already in it
+        xd = x.to(compute)  # x itself unless the adapter runs in another dtype than the base
         if drop is not None:
             xd = xd * k  # a fresh tensor: zeroing it in place leaves x alone
             xd.view(-1).index_fill_(0, drop, 0.0)
@@ -88,7 +93,8 @@ def _backward(ctx, gy, thin_products, add_masked):
                 add_product(gx, gu, lora_a, 1.0)
             else:
                 add_masked(gx, gu, lora_a, drop, ctx.k)
-    return gx, None, None, g_a, g_b, None, None, None
+    dtype = ctx.param_dtype  # the rounding autograd's conversion node would apply, without the node
+    return gx, None, None, g_a.to(dtype), g_b.to(dtype), None, None, None, None
 
 
 def add_product(out, m1, m2, alpha: float) -> None:
@@ -173,9 +179,9 @@ class FusedLinear(LoraLinear):
         if self.training and getattr(dropout, "p", 0.0) > 0:
             drop, k = dropout.drop_positions(x2.numel(), x2.device), dropout.scale
         compute = ADAPTER_DTYPES[self.adapter_dtype] or x.dtype
-        lora_a, lora_b = self.lora_A[name].weight.to(compute), self.lora_B[name].weight.to(compute)  # the params if same
         with torch.autocast(x.device.type, enabled=False):  # every dtype is chosen here, not by autocast
-            y = self.function.apply(x2, base.weight, base.bias, lora_a, lora_b, self.scaling[name], k, drop)
+            y = self.function.apply(x2, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
+                                    self.scaling[name], k, drop, compute)
         return y.view(*x.shape[:-1], y.shape[-1])
 
 
