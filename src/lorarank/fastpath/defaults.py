@@ -2,9 +2,10 @@
 
 Which setting of a lever is faster depends on the CPU's vector units: on a CPU with AMX tiles,
 bf16 products run ~6x faster than fp32, but the bf16 flash-attention backward is 8x slower than its
-fp32 counterpart; on AVX512-BF16 without AMX the same holds for attention. benchmarks/levers.py measures every lever on the machine it runs on, writes the
-result under the machine's capability class (`capability_class`), and says where this table
-disagrees with what it measured.
+fp32 counterpart, and on AVX512-BF16 without AMX attention is faster in fp32 too.
+benchmarks/levers.py measures every lever on the machine it runs on, writes the result under the
+machine's capability class (`capability_class`), and says where this table disagrees with what it
+measured.
 
     class          levers                         measured
     amx            attention_dtype=fp32, the      SmolLM2-135M rank 8, packed batch 8, bf16 base: 472
