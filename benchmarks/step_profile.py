@@ -6,12 +6,13 @@ default trial (the cpu-default preset's data, rank 8, batch 8, its learning rate
 
 The trial's model and adapter are set up as the runner sets them up, then `--warmup` steps run
 unprofiled and the next 4 steps under torch.profiler, `--repeats` times over (medians reported: a
-2-core machine's speed drifts by 10-30% within a minute). Matmul time is the self time of the profiler's matrix
-products (MATMUL_OPS); the non-matmul time is the steps' wall time under the profiler minus that:
-elementwise ops, dtype conversions, attention, the loss, dropout, the optimizer and the Python
-between them. The process's CPU time is recorded too: on a machine shared with other work, where wall
-times stretch with the load, CPU time at --threads 1 is the steadier figure to compare. The script imports whichever lorarank is on the path, so one run of it on an older
-checkout (PYTHONPATH=<checkout>/src) and one on this one, on the same machine, compare the two.
+2-core machine's speed drifts by 10-30% within a minute). Matmul time is the self time of the
+profiler's matrix products (MATMUL_OPS); the non-matmul time is the steps' wall time under the
+profiler minus that: elementwise ops, dtype conversions, attention, the loss, dropout, the optimizer
+and the Python between them. The process's CPU time is recorded too: on a machine shared with other
+work, where wall times stretch with the load, CPU time at --threads 1 is the steadier figure to
+compare. The script imports whichever lorarank is on the path, so one run of it on an older checkout
+(PYTHONPATH=<checkout>/src) and one on this one, on the same machine, compare the two.
 Writes JSON (--out) with the CPU capability, the load average and the top non-matmul ops.
 """
 
@@ -103,7 +104,8 @@ def profile(dtype: str, rank: int, batch: int, warmup: int, repeats: int) -> dic
             "cpu_seconds_profiled": cpu, "matmul_seconds": matmul, "non_matmul_seconds": non_matmul,
             "matmul_share": matmul / wall, "seconds_profiled_min": min(p["wall"] for p in passes),
             "non_matmul_seconds_min": min(p["wall"] - p["matmul"] for p in passes),
-            "per_pass": [{"seconds": p["wall"], "cpu_seconds": p["cpu"], "matmul_seconds": p["matmul"]} for p in passes],
+            "per_pass": [{"seconds": p["wall"], "cpu_seconds": p["cpu"], "matmul_seconds": p["matmul"]}
+                         for p in passes],
             "levers": repr(fastpath.levers_for(CPU)) if hasattr(fastpath, "levers_for") else "FAST",
             "top_non_matmul_ops": dict(others[:15])}
 
@@ -129,7 +131,8 @@ def main(argv=None) -> int:
         print(f"{dtype:>8}: {r['tokens']} tokens in {r['seconds_profiled']:.2f} s profiled "
               f"({r['seconds_unprofiled']:.2f} s unprofiled): matmul {r['matmul_seconds']:.2f} s, "
               f"non-matmul {r['non_matmul_seconds']:.2f} s (medians of {r['repeats']} passes; fastest pass "
-              f"{r['seconds_profiled_min']:.2f} s, non-matmul {r['non_matmul_seconds_min']:.2f} s); levers {r['levers']}")
+              f"{r['seconds_profiled_min']:.2f} s, non-matmul {r['non_matmul_seconds_min']:.2f} s); "
+              f"levers {r['levers']}")
         print("          top non-matmul: " + ", ".join(f"{k} {t:.3f}" for k, t in list(r["top_non_matmul_ops"].items())[:8]))
     report["load_average_after"] = os.getloadavg()
     print(f"load average {report['load_average']} -> {report['load_average_after']}")
