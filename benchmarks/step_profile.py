@@ -120,6 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--out", default="benchmarks/results/step_profile.json")
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1 (got {args.repeats})")
     torch.set_num_threads(args.threads)
     from lorarank import env
 
