@@ -50,6 +50,7 @@ def fastpath_levers(on: Levers, dtype: str) -> dict[str, Levers]:
         "fused backward's thin-product layouts (vs the plain layouts)": replace(on, backward="plain"),
         "per-example attention by split + enable_gqa (vs slices + repeated kv)": replace(on, attention="sliced"),
         "per-example attention (vs the block-diagonal mask)": replace(on, attention="masked"),
+        "fused RMSNorm (vs transformers' module)": replace(on, norm=False),
     }
     if dtype != "float32":  # no-ops in fp32
         a, s = on.adapter_dtype, on.attention_dtype

@@ -30,14 +30,14 @@ import dataclasses
 
 from torch import nn
 
-from lorarank.fastpath import attention, fused
+from lorarank.fastpath import attention, fused, norm
 from lorarank.fastpath.defaults import BY_CAPABILITY, capability_class, levers_for
 from lorarank.fastpath.dropout import FastDropout
 from lorarank.fastpath.fused import FusedLinear
 from lorarank.fastpath.levers import FAST, STOCK, Levers
 
 __all__ = ["BY_CAPABILITY", "FAST", "STOCK", "FastDropout", "FusedLinear", "Levers", "capability_class", "describe",
-           "disable", "enable", "fused_layers", "levers_for", "per_example_attention", "record"]
+           "disable", "enable", "fused_layers", "fused_norms", "levers_for", "per_example_attention", "record"]
 
 
 def enable(model, levers: Levers = FAST) -> None:
@@ -45,23 +45,25 @@ def enable(model, levers: Levers = FAST) -> None:
     _use_dropout(model, levers.dropout)
     fused.use(model, levers.fused, levers.backward, levers.adapter_dtype)
     attention.use(_causal_lm(model), levers.attention, levers.attention_dtype)
+    norm.use(model, levers.norm)
 
 
 def disable(model) -> None:
-    """Back to the stock path: PEFT's modules and nn.Dropout, transformers' SDPA."""
+    """Back to the stock path: PEFT's modules and nn.Dropout, transformers' SDPA and RMSNorm."""
     enable(model, STOCK)
 
 
 def describe(levers: Levers) -> str:
     """One line naming what runs, for the log."""
     if levers == STOCK:
-        return "stock path (PEFT's modules, nn.Dropout, transformers' SDPA over the masked square)"
+        return "stock path (PEFT's modules, nn.Dropout, transformers' SDPA over the masked square and RMSNorm)"
     dtype = {"base": "the base's dtype", "fp32": "fp32"}
     parts = [f"fused LoRA layer ({levers.backward} backward, adapter products in {dtype[levers.adapter_dtype]})"
              if levers.fused else "PEFT's LoRA modules",
              "geometric-gap dropout" if levers.dropout == "fast" else "nn.Dropout",
              "masked SDPA" if levers.attention == "masked"
-             else f"per-example SDPA ({levers.attention}, in {dtype[levers.attention_dtype]})"]
+             else f"per-example SDPA ({levers.attention}, in {dtype[levers.attention_dtype]})",
+             "fused RMSNorm" if levers.norm else "transformers' RMSNorm"]
     return ", ".join(parts)
 
 
@@ -79,6 +81,11 @@ def per_example_attention(model) -> bool:
 def fused_layers(model) -> int:
     """How many LoRA layers of `model` run the fused forward."""
     return fused.fused_layers(model)
+
+
+def fused_norms(model) -> int:
+    """How many RMSNorms of `model` run the fused function."""
+    return norm.fused_norms(model)
 
 
 def _causal_lm(model):

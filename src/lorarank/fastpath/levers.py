@@ -26,6 +26,8 @@ class Levers:
     attention_dtype: str = "base"
     """Per-example SDPA on a half-precision base: `base` (in the base's dtype, as autocast runs it) or
     `fp32` (q, k and v converted to fp32, the output back). Ignored for `masked`."""
+    norm: bool = True
+    """Llama-style RMSNorms as one autograd function (norm.py); False: transformers' modules."""
 
     def __post_init__(self):
         dtypes = tuple(fused.ADAPTER_DTYPES)
@@ -43,4 +45,4 @@ class Levers:
 
 
 FAST = Levers()
-STOCK = Levers(fused=False, dropout="plain", attention="masked")
+STOCK = Levers(fused=False, dropout="plain", attention="masked", norm=False)
