@@ -136,10 +136,25 @@ def leg_lorarank(args, queue) -> None:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, grad_accum=1, warmup_ratio=0.0,
                       lr_schedule="constant", max_grad_norm=1.0, log_every=1, eval_every=10 ** 9)
     res = train(model, exs, exs[:1], cfg, args.lr, args.seed, tok.pad_token_id, CPU)
-    queue.put({"tokens": res.tokens_trained, "completion_tokens": res.completion_tokens_trained,
-               "seconds": res.training_time_seconds, "steps": res.total_steps,
-               "train_loss_after": train_loss_of(model, tok, exs), "peak_rss_bytes": peak_rss(),
-               "matmul_params": {"body": shape.body, "head": shape.head}, "params_per_rank": shape.params_per_rank})
+    out = {"tokens": res.tokens_trained, "completion_tokens": res.completion_tokens_trained,
+           "seconds": res.training_time_seconds, "steps": res.total_steps,
+           "train_loss_after": train_loss_of(model, tok, exs), "peak_rss_bytes": peak_rss(),
+           "matmul_params": {"body": shape.body, "head": shape.head}, "params_per_rank": shape.params_per_rank}
+    out["train_loss_after_fp32"] = out["train_loss_after"] if args.dtype == "float32" else \
+        loss_on_fp32_base(args, model, tok, exs)  # after peak_rss: the fp32 twin is not the leg's memory
+    queue.put(out)
+
+
+def loss_on_fp32_base(args, model, tok, exs) -> float:
+    """The training-set loss of `model`'s trained adapter (fp32 parameters) on the fp32 base: what the
+    adapter learned, without the rounding of a half-precision base in the evaluation."""
+    twin = attach(load(args, "float32")[0], args.rank, args.alpha, args.dropout, args.seed)
+    trained = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    with torch.no_grad():
+        for name, p in twin.named_parameters():
+            if p.requires_grad:
+                p.copy_(trained[name])
+    return train_loss_of(twin, tok, exs)
 
 
 def run_leg(fn, args) -> dict:

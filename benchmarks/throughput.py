@@ -19,8 +19,11 @@ Reported per leg: training tokens/s (real, non-padding tokens), model FLOP/s and
 matmul peak of the leg's precision, with cost.train_flops_per_token and the LM head on every position
 (the model's FLOPs as a stock trainer computes them, the same count for every leg:
 4·N_body + 4·N_head + 6·r·Σ(d_in+d_out)), peak resident memory, and the training-set loss of the
-trained model measured by one function, in the leg's precision (so speed is not bought with a
-different objective). Ratios per round, medians reported: lorarank bf16 over lorarank fp32, each
+trained model measured by one function (so speed is not bought with a different objective), twice:
+as the leg's model computes (lorarank bf16 on its bf16 base; the peer's model holds fp32 weights, and
+autocast is a training setting, so the peer's is in fp32) and in fp32 (`_fp32`: lorarank bf16's
+trained adapter copied onto the fp32 base), which separates what training in bf16 changed from what
+evaluating on a bf16 base changes. Ratios per round, medians reported: lorarank bf16 over lorarank fp32, each
 lorarank leg over the best peer configuration of the round, and lorarank fp32 over the fp32 peer.
 Also the ceiling per precision: the rate of the frozen model's own products (forward and input
 gradient of every projection) at the step's shape, alone, and the tokens/s a loop doing nothing else
@@ -61,8 +64,9 @@ def leg_trl(args, queue) -> None:
     same_tokens = sum(tuple(x) in keep for x in ids)
     out = trainer.train()
     tokens = sum(len(x) for x in ids) * args.epochs
+    loss = train_loss_of(trainer.model, tok, exs)  # fp32 weights, no autocast: in fp32 whatever it trained in
     queue.put({"tokens": tokens, "seconds": out.metrics["train_runtime"], "steps": trainer.state.global_step,
-               "train_loss_after": train_loss_of(trainer.model, tok, exs), "peak_rss_bytes": peak_rss(),
+               "train_loss_after": loss, "train_loss_after_fp32": loss, "peak_rss_bytes": peak_rss(),
                "identical_tokenization": same_tokens / len(ids)})
 
 
@@ -159,7 +163,9 @@ def main(argv=None) -> int:
                                 "model_flops_per_second": tps * per_token, "mfu": tps * per_token / peak[precision]}
     yardstick = report["legs"][f"lorarank_{dtypes[0]}"]["train_loss_after"]
     for leg in report["legs"].values():
-        leg["train_loss_relative_to_lorarank_" + dtypes[0]] = (leg["train_loss_after"] - yardstick) / yardstick
+        for key in ("train_loss_after", "train_loss_after_fp32"):
+            relative_key = key.replace("train_loss_after", "train_loss_relative") + "_to_lorarank_" + dtypes[0]
+            leg[relative_key] = (leg[key] - yardstick) / yardstick
     ratios = round_ratios(rounds, dtypes)
     report["ratios"] = {k: {"median": statistics.median(v), "rounds": v} for k, v in ratios.items()}
     report["gemm_ceiling"] = {}
@@ -187,7 +193,8 @@ def print_report(report: dict, args) -> None:
     for name, r in report["legs"].items():
         print(f"{name:>17}: {r['tokens_per_second']:7.1f} tok/s  {r['model_flops_per_second'] / 1e9:6.1f} GFLOP/s  "
               f"MFU {r['mfu']:.0%} of {r['precision']}  peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB  "
-              f"train loss after {r['train_loss_after']:.4f}  ({r['steps']} steps, {r['seconds']:.1f} s)")
+              f"train loss after {r['train_loss_after']:.4f} (in fp32 {r['train_loss_after_fp32']:.4f})  "
+              f"({r['steps']} steps, {r['seconds']:.1f} s)")
     for name, r in report["ratios"].items():
         print(f"{name}: {r['median']:.2f}x (rounds: {', '.join(f'{x:.2f}' for x in r['rounds'])})")
     for d, c in report["gemm_ceiling"].items():
