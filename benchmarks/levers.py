@@ -36,6 +36,7 @@ from lorarank.fastpath import Levers
 from lorarank.train import collate, collate_packed
 
 OTHER_DTYPE = {"base": "fp32", "fp32": "base"}
+OTHER_LAYOUT = {"laid_out": "plain", "plain": "laid_out"}  # the fused backward's two layouts (fused.LAYOUTS)
 DTYPE_NAME = {"base": "the base's dtype", "fp32": "fp32"}
 FUSED_ADAM = "fused AdamW (vs one tensor at a time)"
 PACKED = "packed rows (vs right-padded batches)"
@@ -47,7 +48,8 @@ def fastpath_levers(on: Levers, dtype: str) -> dict[str, Levers]:
     out = {
         "fused LoRA layer (vs PEFT's modules)": replace(on, fused=False),
         "fused layer + geometric-gap dropout (vs PEFT's modules + nn.Dropout)": replace(on, fused=False, dropout="plain"),
-        "fused backward's thin-product layouts (vs the plain layouts)": replace(on, backward="plain"),
+        f"fused backward in the {on.backward} layout (vs {OTHER_LAYOUT[on.backward]})":
+            replace(on, backward=OTHER_LAYOUT[on.backward]),
         "per-example attention by split + enable_gqa (vs slices + repeated kv)": replace(on, attention="sliced"),
         "per-example attention (vs the block-diagonal mask)": replace(on, attention="masked"),
         "fused RMSNorm (vs transformers' module)": replace(on, norm=False),

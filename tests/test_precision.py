@@ -83,14 +83,15 @@ def weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-@pytest.mark.parametrize("cpu, attention_dtype", [("avx2", "base"), ("avx512", "base"), ("avx512_bf16", "fp32"),
-                                                  ("amx", "fp32")])
-def test_lever_defaults_follow_the_measured_table(cpu_is, cpu, attention_dtype):
+@pytest.mark.parametrize("cpu, attention_dtype, backward", [("avx2", "base", "laid_out"), ("avx512", "base", "laid_out"),
+                                                            ("avx512_bf16", "fp32", "plain"), ("amx", "fp32", "laid_out")])
+def test_lever_defaults_follow_the_measured_table(cpu_is, cpu, attention_dtype, backward):
     """With bf16 units (AMX, AVX512-BF16) the bf16 flash-attention backward is slower than fp32's:
-    per-example SDPA runs in fp32 there (fastpath/defaults.py); elsewhere FAST; off the CPU the stock path."""
+    per-example SDPA runs in fp32 there, and on AVX512-BF16 the fused backward's plain layout was the
+    faster (fastpath/defaults.py); elsewhere FAST; off the CPU the stock path."""
     cpu_is(cpu)
     levers = fastpath.levers_for(CPU)
-    assert levers == dataclasses.replace(fastpath.FAST, attention_dtype=attention_dtype)
+    assert levers == dataclasses.replace(fastpath.FAST, attention_dtype=attention_dtype, backward=backward)
     assert fastpath.record(levers, env.cpu_capability())["table_default"]
     assert fastpath.levers_for(torch.device("cuda")) == fastpath.STOCK
     assert "per-example SDPA (split, in fp32)" in fastpath.describe(fastpath.BY_CAPABILITY["amx"])

@@ -14,20 +14,29 @@ measured.
                                                   faster than fp32 and the flash backward took 28% of it,
                                                   8x its fp32 time. adapter_dtype=fp32 lowered the 472 to
                                                   429 tok/s (2-core Xeon, AMX + AVX512-BF16, torch 2.13)
-    avx512_bf16    attention_dtype=fp32, the      SmolLM2-135M rank 8, packed batch 8, bf16 base, 16
-                   rest FAST                      interleaved step pairs per lever: SDPA in bf16 made the
-                                                  step 0.82x as fast as SDPA in fp32 (quartiles 0.74-0.90),
-                                                  its flash backward 0.67 s of 4 default-trial steps;
-                                                  adapter products in fp32 instead of bf16 1/1.20x; the
-                                                  fused layer 1.13x, with its dropout 1.39x
-                                                  (benchmarks/results/levers_avx512_bf16_bfloat16.json,
+    avx512_bf16    attention_dtype=fp32,          SmolLM2-135M rank 8, packed batch 8, bf16 base, 16-24
+                   backward=plain, the rest FAST  interleaved step pairs per lever: SDPA in bf16 made the
+                                                  step 0.82x as fast as SDPA in fp32 (quartiles 0.74-0.90;
+                                                  again 1/1.24x), its flash backward 0.67 s of 4
+                                                  default-trial steps; adapter products in fp32 instead of
+                                                  bf16 1/1.20x (1/1.23x); the fused layer 1.13x (1.14x),
+                                                  with its dropout 1.39x (1.54x); the fused RMSNorm 1.048x
+                                                  and 1.040x (quartiles 1.034-1.063, 1.009-1.065); the
+                                                  laid-out backward 0.983x and 0.986x of the plain one
+                                                  (quartiles 0.976-0.994; the r-row layouts were chosen
+                                                  for MKL's fp32 products, and bf16 products run in
+                                                  oneDNN), and with plain in the table the laid-out one
+                                                  1.002x (0.980-1.018): no faster, so plain
+                                                  (benchmarks/results/levers_avx512_bf16_bfloat16*.json,
                                                   2-core AMD EPYC with AVX512-BF16, no AMX, torch 2.13)
     no_bf16_units  FAST                           step time without each lever: fused layer 1.08x, with
                                                   its dropout 1.23x, per-example attention 1.05x at batch 4
                                                   and 1.14x at batch 8 (benchmarks/results/levers.json,
                                                   levers_batch8.json: fp32 base, 2-core AMD EPYC); the
                                                   dtype levers are no-ops in fp32, the precision `auto`
-                                                  picks there
+                                                  picks there; the fused RMSNorm neither helps nor costs
+                                                  in fp32 (0.997x, quartiles 0.983-1.011, batch 8) and is
+                                                  on for a bf16 base chosen explicitly
 
 Off the CPU (CUDA) the stock path runs: every lever here was measured on CPUs.
 """
@@ -42,7 +51,7 @@ from lorarank.fastpath.levers import FAST, STOCK, Levers
 
 BY_CAPABILITY: dict[str, Levers] = {
     "amx": dataclasses.replace(FAST, attention_dtype="fp32"),
-    "avx512_bf16": dataclasses.replace(FAST, attention_dtype="fp32"),
+    "avx512_bf16": dataclasses.replace(FAST, attention_dtype="fp32", backward="plain"),
     "no_bf16_units": FAST,
 }
 

@@ -18,8 +18,9 @@ The masks are FastDropout's (same random stream), so the maths is PEFT's exactly
 floating-point additions changes. Without it a SmolLM2-135M rank-8 step takes 1.09x as long
 (benchmarks/levers.py, interleaved steps).
 
-Two backward layouts of the same maths: LAID_OUT (the default) and PLAIN (the baseline it is
-measured against). A layer is fused only when it is plain LoRA: one active adapter, not merged, no
+Two backward layouts of the same maths: LAID_OUT and PLAIN. Which runs is the lever table's choice
+per CPU (defaults.py): laid out where it was measured faster (fp32 products, in MKL), plain on
+AVX512-BF16, where the plain backward ran as fast or faster on a bf16 base. A layer is fused only when it is plain LoRA: one active adapter, not merged, no
 DoRA or other variant, no LoRA bias, a frozen nn.Linear base of x's dtype, adapters in that dtype or
 fp32, and autocast off or to the base's dtype. Anything else runs PEFT's own forward, so QLoRA runs
 are untouched.
