@@ -14,9 +14,11 @@ final one). Written out, the gradient from gy = ∂L/∂y is
     gw = Σ_rows gy ⊙ round(n)                      (only when w trains: full fine-tuning)
 
 which this function computes from x and r alone (n is recomputed, not saved): forward and backward
-together take a third of the eager module's time on a bf16 base (a (300 x 576) SmolLM2 activation on
-a 2-core AVX512-BF16 CPU: ~210 µs against ~450-680 µs). The forward is the module's rounding for
-rounding, bit for bit; the backward differs from autograd's only in the order of the fp32 additions.
+together take a third to a half of the eager module's time on a bf16 base (a (300 x 576) SmolLM2
+activation on a 2-core AVX512-BF16 CPU: ~210 µs against ~450-680 µs), and a default-trial step 1/1.04
+of its time (benchmarks/levers.py); on an fp32 base, with no conversions to save, no difference. The
+forward is the module's rounding for rounding, bit for bit; the backward differs from autograd's only
+in the order of the fp32 additions.
 
 Which norms are fused: instances of a class whose `forward` is Llama's, token for token
 (`inspect.getsource`), on a weight of x's dtype. Gemma's (1 + w) or OLMo-2's norms differ in their
