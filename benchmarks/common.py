@@ -75,7 +75,7 @@ def attach(base, rank: int, alpha: float, dropout: float, seed: int):
     """A fresh adapter on `base` with the fast path the runner sets up on this machine (its levers
     from fastpath.levers_for)."""
     model = lora.attach(base, rank, lora.scaling_for(rank, alpha, "constant"), dropout, TARGETS, seed)
-    fastpath.enable(model, fastpath.levers_for(CPU))
+    fastpath.enable(model, fastpath.levers_for(CPU, base.dtype))
     return model
 
 

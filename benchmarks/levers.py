@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     args.seed, args.max_length = 42, 256
     base, tok = load(args, args.dtype)
     exs = examples(args, tok)
-    on = fastpath.levers_for(CPU)
+    on = fastpath.levers_for(CPU, base.dtype)
     model = attach(base, args.rank, 16.0, 0.05, args.seed)  # with `on`, as the runner sets it up
     model.train()
     step = Step(model, 2e-4)
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
         results[PACKED] = interleaved(lambda: None, lambda: None, padded)
     report = {"machine": machine(args.threads), "load_average": os.getloadavg(),
               "settings": {**vars(args), "out": relative(args.out)},
-              "table": {"capability_class": fastpath.capability_class(cpu), "levers": asdict(on)}, "levers": {}}
+              "table": {"capability_class": fastpath.capability_class(cpu), "base_dtype": args.dtype,
+                        "levers": asdict(on)}, "levers": {}}
     for name, ratios in results.items():
         q1, med, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         report["levers"][name] = {"step_time_ratio_off_over_on": med, "quartiles": [q1, q3], "ratios": ratios}

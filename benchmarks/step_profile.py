@@ -47,7 +47,7 @@ def set_up(dtype: str, rank: int, batch: int):
     scaling = lora.scaling_for(rank, cfg.lora.alpha, cfg.sweep.alpha_policies[0])
     model = lora.attach(base, rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, cfg.sweep.seeds[0])
     if hasattr(fastpath, "levers_for"):  # set up as the runner does; older checkouts enable it inside lora.attach
-        fastpath.enable(model, fastpath.levers_for(CPU))
+        fastpath.enable(model, fastpath.levers_for(CPU, base.dtype))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.sweep.learning_rates[0], fused=True)
@@ -106,8 +106,13 @@ def profile(dtype: str, rank: int, batch: int, warmup: int, repeats: int) -> dic
             "non_matmul_seconds_min": min(p["wall"] - p["matmul"] for p in passes),
             "per_pass": [{"seconds": p["wall"], "cpu_seconds": p["cpu"], "matmul_seconds": p["matmul"]}
                          for p in passes],
-            "levers": repr(fastpath.levers_for(CPU)) if hasattr(fastpath, "levers_for") else "FAST",
+            "levers": levers_in_use(dtype),
             "top_non_matmul_ops": dict(others[:15])}
+
+
+def levers_in_use(dtype: str) -> str:
+    """The table's levers as set_up enabled them ("FAST" for a checkout older than the table)."""
+    return repr(fastpath.levers_for(CPU, getattr(torch, dtype))) if hasattr(fastpath, "levers_for") else "FAST"
 
 
 def main(argv=None) -> int:

@@ -86,14 +86,17 @@ def weight_bytes(model) -> int:
 @pytest.mark.parametrize("cpu, attention_dtype, backward", [("avx2", "base", "laid_out"), ("avx512", "base", "laid_out"),
                                                             ("avx512_bf16", "fp32", "plain"), ("amx", "fp32", "laid_out")])
 def test_lever_defaults_follow_the_measured_table(cpu_is, cpu, attention_dtype, backward):
-    """With bf16 units (AMX, AVX512-BF16) the bf16 flash-attention backward is slower than fp32's:
-    per-example SDPA runs in fp32 there, and on AVX512-BF16 the fused backward's plain layout was the
-    faster (fastpath/defaults.py); elsewhere FAST; off the CPU the stock path."""
+    """On a bf16 base with bf16 units (AMX, AVX512-BF16) the bf16 flash-attention backward is slower
+    than fp32's: per-example SDPA runs in fp32 there, and on AVX512-BF16 the fused backward's plain
+    layout was the faster (fastpath/defaults.py); an fp32 base runs FAST on every CPU; off the CPU the
+    stock path."""
     cpu_is(cpu)
-    levers = fastpath.levers_for(CPU)
+    levers = fastpath.levers_for(CPU, torch.bfloat16)
     assert levers == dataclasses.replace(fastpath.FAST, attention_dtype=attention_dtype, backward=backward)
-    assert fastpath.record(levers, env.cpu_capability())["table_default"]
-    assert fastpath.levers_for(torch.device("cuda")) == fastpath.STOCK
+    assert fastpath.record(levers, env.cpu_capability(), torch.bfloat16)["table_default"]
+    assert fastpath.levers_for(CPU, torch.float32) == fastpath.FAST
+    assert fastpath.record(fastpath.FAST, env.cpu_capability(), torch.float32)["table_default"]
+    assert fastpath.levers_for(torch.device("cuda"), torch.bfloat16) == fastpath.STOCK
     assert "per-example SDPA (split, in fp32)" in fastpath.describe(fastpath.BY_CAPABILITY["amx"])
 
 
@@ -181,7 +184,8 @@ def test_cli_bf16_run_matches_the_fp32_sweep(tiny_sweep, tmp_path):
     ours = json.loads((out / "rank_4" / "run_data.json").read_text())
     fp32 = json.loads((ref / "rank_4" / "run_data.json").read_text())
     assert ours["environment"]["compute_dtype"] == "bfloat16" and fp32["environment"]["compute_dtype"] == "float32"
-    assert ours["fastpath"]["levers"] == dataclasses.asdict(fastpath.levers_for(CPU))  # the runner's, recorded
+    assert ours["fastpath"]["levers"] == dataclasses.asdict(fastpath.levers_for(CPU, torch.bfloat16))  # the runner's
+    assert fp32["fastpath"]["levers"] == dataclasses.asdict(fastpath.FAST) and fp32["fastpath"]["table_default"]
     assert relative_difference(ours["eval_losses"], fp32["eval_losses"]) < LOSS_TOLERANCE
     assert relative_difference(ours["train_losses"], fp32["train_losses"]) < LOSS_TOLERANCE
     readme = (out / "README.md").read_text()

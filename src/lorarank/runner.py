@@ -42,7 +42,7 @@ class TrialRunner:
         self.base, self.tok = load_base(cfg.model, self.device)
         # the CPU fast path's levers, measured per CPU capability (fastpath/defaults.py): switched on
         # here for the base (attention) and by run_trial for each adapter, recorded in run_data.json
-        self.levers = fastpath.levers_for(self.device)
+        self.levers = fastpath.levers_for(self.device, compute_dtype(self.base))
         fastpath.enable(self.base, self.levers)
         log(f"fast path: {fastpath.describe(self.levers)}")
         lora.check_ranks(self.base, cfg.lora.target_modules, cfg.sweep.ranks)

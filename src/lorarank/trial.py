@@ -87,7 +87,7 @@ def run_trial(base, tokenizer, data: PreparedData, cfg: Config, trial: Trial, tr
     run_data = build_run_data(trial, trial_config, scaling, trainable, total, result, data, device,
                               precision or compute_dtype(base))
     run_data.update(shape)
-    run_data["fastpath"] = fastpath.record(levers, env.cpu_capability())
+    run_data["fastpath"] = fastpath.record(levers, env.cpu_capability(), compute_dtype(base))
     run_data.update(extras)
     store.write_record(trial_dir, run_data)
     return base, run_data

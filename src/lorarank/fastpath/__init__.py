@@ -12,7 +12,7 @@ On a half-precision base (bf16 with fp32 adapters, model.py) two more choices ap
 fp32: the dtype of the fused layer's adapter products (`adapter_dtype`) and of per-example SDPA
 (`attention_dtype`). Each is `base` (the base's dtype: no conversion of (tokens x d) tensors) or
 `fp32`; `base` is FAST's and the stock path's choice. Which is faster depends on the CPU's bf16
-units: `levers_for(device)` reads the measured table in defaults.py, and benchmarks/levers.py
+units: `levers_for(device, dtype)` reads the measured table in defaults.py, and benchmarks/levers.py
 measures every lever on the machine it runs on.
 
 `enable(model, levers)` sets every lever (FAST when not given), `disable(model)` sets STOCK: the
@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from torch import nn
 
 from lorarank.fastpath import attention, fused, norm
-from lorarank.fastpath.defaults import BY_CAPABILITY, capability_class, levers_for
+from lorarank.fastpath.defaults import BY_CAPABILITY, capability_class, levers_for, table_entry
 from lorarank.fastpath.dropout import FastDropout
 from lorarank.fastpath.fused import FusedLinear
 from lorarank.fastpath.levers import FAST, STOCK, Levers
 
 __all__ = ["BY_CAPABILITY", "FAST", "STOCK", "FastDropout", "FusedLinear", "Levers", "capability_class", "describe",
-           "disable", "enable", "fused_layers", "fused_norms", "levers_for", "per_example_attention", "record"]
+           "disable", "enable", "fused_layers", "fused_norms", "levers_for", "per_example_attention", "record",
+           "table_entry"]
 
 
 def enable(model, levers: Levers = FAST) -> None:
@@ -67,10 +69,11 @@ def describe(levers: Levers) -> str:
     return ", ".join(parts)
 
 
-def record(levers: Levers, cpu: dict) -> dict:
-    """The levers a trial ran with, and the table entry they came from, for run_data.json."""
+def record(levers: Levers, cpu: dict, dtype: torch.dtype) -> dict:
+    """The levers a trial ran with, and whether they are the table's for this CPU and a base in
+    `dtype`, for run_data.json."""
     return {"levers": dataclasses.asdict(levers), "capability_class": capability_class(cpu),
-            "table_default": levers == BY_CAPABILITY[capability_class(cpu)]}
+            "table_default": levers == table_entry(cpu, dtype)}
 
 
 def per_example_attention(model) -> bool:

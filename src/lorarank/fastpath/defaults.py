@@ -5,7 +5,7 @@ bf16 products run ~6x faster than fp32, but the bf16 flash-attention backward is
 fp32 counterpart, and on AVX512-BF16 without AMX attention is faster in fp32 too.
 benchmarks/levers.py measures every lever on the machine it runs on, writes the result under the
 machine's capability class (`capability_class`), and says where this table disagrees with what it
-measured.
+measured. The table is for a half-precision base; an fp32 base runs FAST on every class (BY_CAPABILITY).
 
     class          levers                         measured
     amx            attention_dtype=fp32, the      SmolLM2-135M rank 8, packed batch 8, bf16 base: 472
@@ -54,6 +54,11 @@ BY_CAPABILITY: dict[str, Levers] = {
     "avx512_bf16": dataclasses.replace(FAST, attention_dtype="fp32", backward="plain"),
     "no_bf16_units": FAST,
 }
+"""The levers on a half-precision base. An fp32 base runs FAST on every class: the dtype levers are
+no-ops in fp32, and the one layout the table changes is slower there (on the AVX512-BF16 EPYC, an
+fp32 base: the plain backward 1/0.963x the laid-out one's speed, quartiles 0.927-0.999, 16 pairs,
+benchmarks/results/levers_avx512_bf16_float32_layout.json)."""
+HALF = (torch.bfloat16, torch.float16)
 
 
 def capability_class(cpu: dict) -> str:
@@ -63,11 +68,16 @@ def capability_class(cpu: dict) -> str:
     return "avx512_bf16" if cpu["avx512_bf16"] else "no_bf16_units"
 
 
-def levers_for(device: torch.device, cpu: dict | None = None) -> Levers:
-    """The levers a trial on `device` runs with: the table's entry for this CPU (`cpu`: its
-    env.cpu_capability(), read from the machine when None), STOCK off the CPU."""
+def table_entry(cpu: dict, dtype: torch.dtype) -> Levers:
+    """The table's levers for a CPU (env.cpu_capability()) and a base computing in `dtype`."""
+    return BY_CAPABILITY[capability_class(cpu)] if dtype in HALF else FAST
+
+
+def levers_for(device: torch.device, dtype: torch.dtype, cpu: dict | None = None) -> Levers:
+    """The levers a trial on `device` with a base computing in `dtype` runs with: the table's entry
+    for this CPU (`cpu`: its env.cpu_capability(), read from the machine when None), STOCK off the CPU."""
     if device.type != "cpu":
         return STOCK
     from lorarank import env
 
-    return BY_CAPABILITY[capability_class(cpu or env.cpu_capability())]
+    return table_entry(cpu or env.cpu_capability(), dtype)
