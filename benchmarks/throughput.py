@@ -16,18 +16,18 @@ the matmul peak of each precision is measured in every round.
     python benchmarks/throughput.py --model tiny-random --records 8 --rounds 1 --threads 1 --out /tmp/throughput.json   # a functional check
 
 Reported per leg: training tokens/s (real, non-padding tokens), model FLOP/s and MFU against the
-matmul peak of the leg's precision, with cost.train_flops_per_token and the LM head on every position
-(the model's FLOPs as a stock trainer computes them, the same count for every leg:
-4·N_body + 4·N_head + 6·r·Σ(d_in+d_out)), peak resident memory, and the training-set loss of the
-trained model measured by one function (so speed is not bought with a different objective), twice:
-as the leg's model computes (lorarank bf16 on its bf16 base; the peer's model holds fp32 weights, and
+matmul peak of the leg's precision, with cost.train_flops_per_token and the LM head on every
+position (the model's FLOPs as a stock trainer computes them, the same count for every leg:
+4·N_body + 4·N_head + 6·r·Σ(d_in+d_out)), peak resident memory, and the training-set loss of the trained
+model measured by one function (so speed is not bought with a different objective), twice: as the
+leg's model computes (lorarank bf16 on its bf16 base; the peer's model holds fp32 weights, and
 autocast is a training setting, so the peer's is in fp32) and in fp32 (`_fp32`: lorarank bf16's
 trained adapter copied onto the fp32 base), which separates what training in bf16 changed from what
-evaluating on a bf16 base changes. Ratios per round, medians reported: lorarank bf16 over lorarank fp32, each
-lorarank leg over the best peer configuration of the round, and lorarank fp32 over the fp32 peer.
-Also the ceiling per precision: the rate of the frozen model's own products (forward and input
-gradient of every projection) at the step's shape, alone, and the tokens/s a loop doing nothing else
-would reach. Writes JSON (--out) with the machine's CPU capability.
+evaluating on a bf16 base changes. Ratios per round, medians reported: lorarank bf16 over lorarank
+fp32, each lorarank leg over the best peer configuration of the round, and lorarank fp32 over the
+fp32 peer. Also the ceiling per precision: the rate of the frozen model's own products (forward and
+input gradient of every projection) at the step's shape, alone, and the tokens/s a loop doing
+nothing else would reach. Writes JSON (--out) with the machine's CPU capability.
 """
 
 from __future__ import annotations

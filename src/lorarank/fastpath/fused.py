@@ -19,11 +19,11 @@ floating-point additions changes. Without it a SmolLM2-135M rank-8 step takes 1.
 (benchmarks/levers.py, interleaved steps).
 
 Two backward layouts of the same maths: LAID_OUT and PLAIN. Which runs is the lever table's choice
-per CPU (defaults.py): laid out where it was measured faster (fp32 products, in MKL), plain on
-AVX512-BF16, where the plain backward ran as fast or faster on a bf16 base. A layer is fused only when it is plain LoRA: one active adapter, not merged, no
-DoRA or other variant, no LoRA bias, a frozen nn.Linear base of x's dtype, adapters in that dtype or
-fp32, and autocast off or to the base's dtype. Anything else runs PEFT's own forward, so QLoRA runs
-are untouched.
+per CPU (defaults.py): laid out where it was measured faster (fp32 products, in MKL), plain for a
+bf16 base on AVX512-BF16, where it ran as fast or faster. A layer is fused only when it is plain
+LoRA: one active adapter, not merged, no DoRA or other variant, no LoRA bias, a frozen nn.Linear
+base of x's dtype, adapters in that dtype or fp32, and autocast off or to the base's dtype. Anything
+else runs PEFT's own forward, so QLoRA runs are untouched.
 
 Mixed precision (a bf16 base with fp32 adapters, model.py): W x runs in the base's dtype, and the
 adapter products in the dtype ADAPTER_DTYPES names. `base`: A and B are cast to the base's dtype once

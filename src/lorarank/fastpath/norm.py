@@ -15,8 +15,8 @@ final one). Written out, the gradient from gy = ∂L/∂y is
 
 which this function computes from x and r alone (n is recomputed, not saved): forward and backward
 together take a third to a half of the eager module's time on a bf16 base (a (300 x 576) SmolLM2
-activation on a 2-core AVX512-BF16 CPU: ~210 µs against ~450-680 µs), and a default-trial step 1/1.04
-of its time (benchmarks/levers.py); on an fp32 base, with no conversions to save, no difference. The
+activation on a 2-core AVX512-BF16 CPU: ~210 µs against ~450-680 µs), and a default-trial step runs
+1.04x faster (benchmarks/levers.py); on an fp32 base, with no conversions to save, no difference. The
 forward is the module's rounding for rounding, bit for bit; the backward differs from autograd's only
 in the order of the fp32 additions.
 
@@ -81,9 +81,9 @@ def llama_rms_norm(cls: type) -> bool:
 
 
 def fused_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-    """The forward of a fused norm: RMSNormFunction when the weight is in x's dtype and autocast is off
-    or targets that dtype (the module ignores autocast: mul and rsqrt are not autocast ops), the
-    class's own forward otherwise."""
+    """The forward of a fused norm: RMSNormFunction when the weight is in x's dtype, the class's own
+    forward otherwise. Autocast changes neither (the statistics are fp32 already, and the rest is
+    elementwise, which CPU autocast leaves alone): same output under autocast to bf16 and fp16."""
     if self.weight.dtype != hidden_states.dtype or not hidden_states.is_floating_point():
         return super(type(self), self).forward(hidden_states)
     return RMSNormFunction.apply(hidden_states, self.weight, self.variance_epsilon)
