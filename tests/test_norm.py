@@ -72,3 +72,22 @@ def test_fused_norm_runs_the_module_forward_when_dtypes_differ():
     norm.use(nn.Sequential(module), True)
     got = module(x)
     assert got.dtype == expected.dtype == torch.float32 and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype, autocast_to", [(torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16),
+                                                (torch.float16, torch.float16)])
+def test_fused_norm_under_autocast_equals_the_module(dtype, autocast_to):
+    """Autocast changes neither path (the statistics are fp32 already, the rest is elementwise): the
+    same output and input gradient as the module under the same autocast."""
+    module, x, gy = norm_and_input(LlamaRMSNorm, dtype, False)
+
+    def run():
+        with torch.autocast("cpu", dtype=autocast_to):
+            y = module(x)
+        return y, torch.autograd.grad(y, x, gy)[0]
+
+    stock = run()
+    norm.use(nn.Sequential(module), True)
+    fused = run()
+    assert fused[0].dtype == stock[0].dtype == dtype and torch.equal(fused[0], stock[0])
+    assert (fused[1] - stock[1]).abs().max() <= (1e-6 if dtype == torch.float32 else 2 ** -7) * stock[1].abs().max()
