@@ -94,14 +94,15 @@ def test_levers_refuse_unknown_and_impossible_settings():
         fastpath.Levers(attention="flash")
     with pytest.raises(ValueError, match=r"fused=True with dropout='plain'"):
         fastpath.Levers(dropout="plain")
-    assert fastpath.STOCK == fastpath.Levers(fused=False, dropout="plain", attention="masked", norm=False)
+    assert fastpath.STOCK == fastpath.Levers(fused=False, dropout="plain", attention="masked", norm=False,
+                                             contiguous_head=False)
 
 
 def test_enable_and_disable_switch_every_lever_both_ways(tiny_base):
     model, _ = tiny_base
     fastpath.enable(model)  # a model without adapters: the attention and norm levers alone
     assert fastpath.per_example_attention(model) and fastpath.fused_layers(model) == 0
-    assert fastpath.fused_norms(model) == 2 * 2 + 1  # two per layer and the final one
+    assert fastpath.fused_norms(model) == 2 * 2 + 1 and fastpath.contiguous_head(model)  # two norms a layer, one final
     peft_model = lora.attach(model, 4, lora.scaling_for(4, 8, "constant"), 0.05, ALL_PROJECTIONS, 0)
     peft_model.eval()
 
@@ -116,11 +117,13 @@ def test_enable_and_disable_switch_every_lever_both_ways(tiny_base):
         fastpath.disable(peft_model)
         assert fastpath.fused_layers(peft_model) == dropouts(FastDropout) == dropouts(fastpath.FusedLinear) == 0
         assert dropouts(nn.Dropout) == 2 * 7 and not fastpath.per_example_attention(peft_model)
-        assert fastpath.fused_norms(peft_model) == 0
+        assert fastpath.fused_norms(peft_model) == 0 and not fastpath.contiguous_head(peft_model)
         assert all(not m.training for m in peft_model.modules() if isinstance(m, nn.Dropout))  # mode kept
         fastpath.enable(peft_model, dataclasses.replace(fastpath.FAST, attention="sliced"))
         assert fastpath.fused_layers(peft_model) == dropouts(FastDropout) == 2 * 7
         assert fastpath.per_example_attention(peft_model) and fastpath.fused_norms(peft_model) == 5
+        fastpath.enable(peft_model)
+        assert len(model.get_output_embeddings()._forward_pre_hooks) == 1  # idempotent: one hook, not two
     finally:
         fastpath.enable(peft_model)
         lora.detach(peft_model)

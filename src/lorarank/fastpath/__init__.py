@@ -7,6 +7,9 @@
                results, dropout gradient by gather/scatter  copy; only when fused
     attention  one causal SDPA per packed example, split    transformers' SDPA over   (attention.py)
                                                             the masked square
+    norm       RMSNorm as one autograd function             transformers' module      (norm.py)
+    contiguous_head  the LM head's strided input copied     as transformers passes    (head.py)
+               contiguous (generation's last position)      it
 
 On a half-precision base (bf16 with fp32 adapters, model.py) two more choices apply, both no-ops in
 fp32: the dtype of the fused layer's adapter products (`adapter_dtype`) and of per-example SDPA
@@ -31,15 +34,15 @@ import dataclasses
 import torch
 from torch import nn
 
-from lorarank.fastpath import attention, fused, norm
+from lorarank.fastpath import attention, fused, head, norm
 from lorarank.fastpath.defaults import BY_CAPABILITY, capability_class, levers_for, table_entry
 from lorarank.fastpath.dropout import FastDropout
 from lorarank.fastpath.fused import FusedLinear
 from lorarank.fastpath.levers import FAST, STOCK, Levers
 
-__all__ = ["BY_CAPABILITY", "FAST", "STOCK", "FastDropout", "FusedLinear", "Levers", "capability_class", "describe",
-           "disable", "enable", "fused_layers", "fused_norms", "levers_for", "per_example_attention", "record",
-           "table_entry"]
+__all__ = ["BY_CAPABILITY", "FAST", "STOCK", "FastDropout", "FusedLinear", "Levers", "capability_class",
+           "contiguous_head", "describe", "disable", "enable", "fused_layers", "fused_norms", "levers_for",
+           "per_example_attention", "record", "table_entry"]
 
 
 def enable(model, levers: Levers = FAST) -> None:
@@ -48,6 +51,7 @@ def enable(model, levers: Levers = FAST) -> None:
     fused.use(model, levers.fused, levers.backward, levers.adapter_dtype)
     attention.use(_causal_lm(model), levers.attention, levers.attention_dtype)
     norm.use(model, levers.norm)
+    head.use(_causal_lm(model), levers.contiguous_head)
 
 
 def disable(model) -> None:
@@ -65,7 +69,8 @@ def describe(levers: Levers) -> str:
              "geometric-gap dropout" if levers.dropout == "fast" else "nn.Dropout",
              "masked SDPA" if levers.attention == "masked"
              else f"per-example SDPA ({levers.attention}, in {dtype[levers.attention_dtype]})",
-             "fused RMSNorm" if levers.norm else "transformers' RMSNorm"]
+             "fused RMSNorm" if levers.norm else "transformers' RMSNorm",
+             "contiguous LM-head input" if levers.contiguous_head else "LM-head input as passed"]
     return ", ".join(parts)
 
 
@@ -84,6 +89,12 @@ def per_example_attention(model) -> bool:
 def fused_layers(model) -> int:
     """How many LoRA layers of `model` run the fused forward."""
     return fused.fused_layers(model)
+
+
+def contiguous_head(model) -> bool:
+    """Does `model`'s LM head get its input contiguous?"""
+    out = _causal_lm(model).get_output_embeddings()
+    return out is not None and head.hooked(out)
 
 
 def fused_norms(model) -> int:

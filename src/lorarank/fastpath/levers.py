@@ -28,6 +28,9 @@ class Levers:
     `fp32` (q, k and v converted to fp32, the output back). Ignored for `masked`."""
     norm: bool = True
     """Llama-style RMSNorms as one autograd function (norm.py); False: transformers' modules."""
+    contiguous_head: bool = True
+    """The LM head's input copied contiguous when strided (head.py: generation's last-position
+    logits); False: as transformers passes it."""
 
     def __post_init__(self):
         dtypes = tuple(fused.ADAPTER_DTYPES)
@@ -45,4 +48,4 @@ class Levers:
 
 
 FAST = Levers()
-STOCK = Levers(fused=False, dropout="plain", attention="masked", norm=False)
+STOCK = Levers(fused=False, dropout="plain", attention="masked", norm=False, contiguous_head=False)
