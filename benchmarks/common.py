@@ -148,12 +148,10 @@ def leg_lorarank(args, queue) -> None:
 def loss_on_fp32_base(args, model, tok, exs) -> float:
     """The training-set loss of `model`'s trained adapter (fp32 parameters) on the fp32 base: what the
     adapter learned, without the rounding of a half-precision base in the evaluation."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
     twin = attach(load(args, "float32")[0], args.rank, args.alpha, args.dropout, args.seed)
-    trained = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
-    with torch.no_grad():
-        for name, p in twin.named_parameters():
-            if p.requires_grad:
-                p.copy_(trained[name])
+    set_peft_model_state_dict(twin, get_peft_model_state_dict(model))
     return train_loss_of(twin, tok, exs)
 
 

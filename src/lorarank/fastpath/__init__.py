@@ -62,7 +62,8 @@ def disable(model) -> None:
 def describe(levers: Levers) -> str:
     """One line naming what runs, for the log."""
     if levers == STOCK:
-        return "stock path (PEFT's modules, nn.Dropout, transformers' SDPA over the masked square and RMSNorm)"
+        return ("stock path (PEFT's modules, nn.Dropout, transformers' SDPA over the masked square and RMSNorm, "
+                "LM-head input as passed)")
     dtype = {"base": "the base's dtype", "fp32": "fp32"}
     parts = [f"fused LoRA layer ({levers.backward} backward, adapter products in {dtype[levers.adapter_dtype]})"
              if levers.fused else "PEFT's LoRA modules",
@@ -93,8 +94,7 @@ def fused_layers(model) -> int:
 
 def contiguous_head(model) -> bool:
     """Does `model`'s LM head get its input contiguous?"""
-    out = _causal_lm(model).get_output_embeddings()
-    return out is not None and head.hooked(out)
+    return head.hooked(_causal_lm(model))
 
 
 def fused_norms(model) -> int:

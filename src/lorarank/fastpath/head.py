@@ -27,19 +27,31 @@ def contiguous_input(module: nn.Module, args: tuple):
     return None
 
 
-def hooked(head: nn.Module) -> bool:
-    """Does `head` carry the hook?"""
-    return any(h is contiguous_input for h in head._forward_pre_hooks.values())
+def output_embedding(causal_lm) -> nn.Module | None:
+    """The LM head of a transformers causal LM (None for a model without one)."""
+    get = getattr(causal_lm, "get_output_embeddings", None)
+    head = get() if get else None
+    return head if isinstance(head, nn.Module) else None
+
+
+def _our_hooks(head: nn.Module) -> list:
+    """The keys under which `head` carries contiguous_input."""
+    return [k for k, h in head._forward_pre_hooks.items() if h is contiguous_input]
+
+
+def hooked(causal_lm) -> bool:
+    """Does the model's LM head carry the hook?"""
+    head = output_embedding(causal_lm)
+    return head is not None and bool(_our_hooks(head))
 
 
 def use(causal_lm, on: bool) -> bool:
     """Hook (on) or unhook (off) the output embedding of a transformers causal LM; idempotent.
     Returns whether the head is hooked now (False for a model without an output embedding)."""
-    get = getattr(causal_lm, "get_output_embeddings", None)
-    head = get() if get else None
-    if not isinstance(head, nn.Module):
+    head = output_embedding(causal_lm)
+    if head is None:
         return False
-    for key in [k for k, h in head._forward_pre_hooks.items() if h is contiguous_input]:
+    for key in _our_hooks(head):
         del head._forward_pre_hooks[key]
     if on:
         head.register_forward_pre_hook(contiguous_input)

@@ -101,7 +101,7 @@ def use(model: nn.Module, on: bool) -> int:
     fused = 0
     for mod in model.modules():
         cls = type(mod)
-        original = cls.__mro__[1] if getattr(cls, "forward", None) is fused_forward else cls
+        original = cls.__mro__[1] if is_fused(cls) else cls
         if not (isinstance(getattr(mod, "weight", None), torch.Tensor) and hasattr(mod, "variance_epsilon")
                 and llama_rms_norm(original)):
             continue
@@ -112,4 +112,9 @@ def use(model: nn.Module, on: bool) -> int:
 
 def fused_norms(model: nn.Module) -> int:
     """How many norms of `model` run RMSNormFunction now."""
-    return sum(getattr(type(m), "forward", None) is fused_forward for m in model.modules())
+    return sum(is_fused(type(m)) for m in model.modules())
+
+
+def is_fused(cls: type) -> bool:
+    """Is `cls` one of fused_class's subclasses?"""
+    return getattr(cls, "forward", None) is fused_forward
