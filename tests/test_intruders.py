@@ -33,6 +33,25 @@ def test_top_vectors_from_the_gram_matrix_match_the_svd(d_out, d_in):
     torch.testing.assert_close((u.T @ top).abs().diagonal(), torch.ones(10), atol=1e-4, rtol=0)  # equal up to sign
 
 
+@pytest.mark.parametrize("d_out,d_in", [(48, 48), (48, 80), (80, 48)])
+def test_top_vectors_of_a_lora_update_match_the_direct_path(d_out, d_in):
+    # W' = W + γ·B·A with an update strong enough to reorder the top of the spectrum: the low-rank
+    # update of W's cached Gram matrix gives the same top-10 directions as W''s own Gram matrix
+    w, _ = _base(d_out, d_in)
+    g = torch.Generator().manual_seed(4)
+    b, a, gamma = torch.randn(d_out, 4, generator=g), torch.randn(4, d_in, generator=g), 0.7
+    u_base, gram = intruders.basis_and_gram(w)
+    torch.testing.assert_close(gram, (w.T @ w if d_out > d_in else w @ w.T), rtol=1e-5, atol=1e-4)
+    direct = intruders.top_left_singular_vectors(torch.addmm(w, b, a, alpha=gamma), 10)
+    updated = intruders.top_left_singular_vectors_updated(gram, w, b, a, gamma, 10)
+    assert updated.shape == (d_out, 10)
+    torch.testing.assert_close((direct.T @ updated).abs().diagonal(), torch.ones(10), atol=1e-4, rtol=0)
+    exact = torch.linalg.svd(torch.addmm(w.double(), b.double(), a.double(), alpha=gamma))[0][:, :10].float()
+    torch.testing.assert_close((exact.T @ updated).abs().diagonal(), torch.ones(10), atol=1e-4, rtol=0)
+    assert intruders.lora_module_intruders((u_base, gram), w, b, a, gamma)["max_cos"] == pytest.approx(
+        intruders.module_intruders(u_base, torch.addmm(w, b, a, alpha=gamma))["max_cos"], abs=2e-4)
+
+
 @pytest.mark.parametrize("d_out,d_in", [(64, 64), (64, 96), (96, 64)])
 def test_spread_directions_are_intruders(d_out, d_in):
     # ΔW adds 3 strong directions, each spread evenly over W's 64 left-singular vectors by a Hadamard
@@ -63,6 +82,8 @@ def test_cache_computes_once_and_notices_a_different_w():
     first = cache.basis("layers.0.self_attn.q_proj", w)
     assert cache.basis("layers.0.self_attn.q_proj", w.clone()) is first and len(cache) == 1
     assert cache.basis("layers.0.self_attn.q_proj", w * 2) is not first
+    other, _ = _base(32, 48, seed=5)  # another matrix of the same shape: recomputed, not read stale
+    torch.testing.assert_close(cache.basis("layers.0.self_attn.q_proj", other), intruders.left_singular_vectors(other))
 
 
 def _peft_model_with_updates():
@@ -91,6 +112,12 @@ def test_counts_match_peft_reduce_intruder_dimension():
     assert ours["k"] == 10 and ours["epsilon"] == 0.5
     assert {t: v["total"] for t, v in ours["by_type"].items()} == {"down_proj": 0, "q_proj": 8, "v_proj": 8}
     assert ours["overall"] == {"total": 16, "mean": 16 / 6, "modules": 6, "modules_with_intruders": 4}
+    # the low-rank update gives the cosines of W' formed whole
+    from lorarank.analysis.spectra import lora_factors
+
+    for name, (b, a, gamma, w) in lora_factors(model).items():
+        whole = intruders.module_intruders(intruders.left_singular_vectors(w), torch.addmm(w, b, a, alpha=gamma))
+        assert ours["per_module"][name]["max_cos"] == pytest.approx(whole["max_cos"], abs=2e-4)
     # PEFT's own detector, which logs "<layer>: Intruders: n" or "<layer>: No intruders" per layer
     lines = []
     reduce_intruder_dimension(model, logging_sink=lines.append)
