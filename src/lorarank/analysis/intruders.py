@@ -17,9 +17,10 @@ which a LoRA update changes by a low-rank term (wide or square W; tall W is the 
 
 so W' is never formed and the layer-sized product WWᵀ (d_out·d_in·d_out multiply-adds) is replaced by
 products of rank r. The top k then come from LAPACK's subset eigensolver. On SmolLM2-135M's 210
-projections (rank 8, 2-core AVX2 EPYC) a trial's analysis took 10.8-12.6 s with W' and its Gram formed
-per module, 7.4-8.0 s with the update, and 3.6-3.7 s with the update in `analyse`'s two passes; the
-first trial of a process, which also decomposes every W, 36.8 s before and 18.0 s now. The cache holds
+projections (rank-8 adapters, 2-core AVX2 EPYC, benchmarks/intruder_time.py) a trial's analysis took
+11.6 s with W' and its Gram formed per module and 3.6 s this way (the update alone made it 7.4-8.0 s;
+`analyse`'s two passes the rest); the first trial of a process, which also decomposes every W, 35.1 s
+and 22.4 s. The cache holds
 Σ d_out·min(d_out, d_in) + min(d_out, d_in)² floats (about 550 MB for SmolLM2-135M).
 """
 
@@ -188,8 +189,9 @@ def analyse(model, k: int = TOP_K, epsilon: float = EPSILON, cache: BasisCache |
     Two passes, so that torch and scipy never take turns module by module: first every W's (U, Gram)
     (torch on all its threads; computed on the first trial, cached after), then every module's top k
     (torch on one thread, scipy's eigensolver on its own; `_torch_threads`). Alternating the two
-    per module made each side wait on the other's spinning threads: the first trial's analysis of
-    SmolLM2-135M took 36.8 s that way and 18 s in two passes (2-core AVX2 EPYC)."""
+    per module made each side wait on the other's spinning threads: a trial's analysis of
+    SmolLM2-135M with the update took 7.4-8.0 s that way and 3.6-3.7 s in two passes, and the first
+    trial's 36.8 s and 18.0 s (2-core AVX2 EPYC)."""
     cache = cache if cache is not None else BasisCache()
     every = lora_factors(model)
     factors = {name: f for name, f in every.items() if f[3] is not None}
