@@ -70,7 +70,7 @@ class BasisCache:
     An entry is reused only while W's shape and checksum match, so a different base model under the
     same module names recomputes instead of reading stale vectors. The checksum (Σw and ‖w‖, in
     float64) is taken over at most CHECKSUM_SAMPLE evenly strided entries: two different weight
-    matrices agree on all of them only by design, and summing every entry of every projection
+    matrices agree on all of them only if built to, and summing every entry of every projection
     took 1.3 s a trial."""
 
     CHECKSUM_SAMPLE = 4096
