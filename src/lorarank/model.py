@@ -85,11 +85,15 @@ def quantization_config(cfg: ModelConfig, compute_dtype: torch.dtype):
                               bnb_4bit_compute_dtype=compute_dtype)
 
 
+HALF_PRECISION = (torch.bfloat16, torch.float16)
+"""The compute dtypes of a half-precision base: autocast on, and the fast path's lever table applies."""
+
+
 def autocast(device: torch.device, dtype: torch.dtype):
     """Mixed precision for a half-precision base, on CPU and CUDA alike: products in `dtype` (PEFT's
     fp32 adapters cast to it per call; fastpath's fused layer chooses its own), the ops autocast keeps
     in fp32 in fp32. A no-op for fp32."""
-    enabled = dtype in (torch.bfloat16, torch.float16)
+    enabled = dtype in HALF_PRECISION
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 

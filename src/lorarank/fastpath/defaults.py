@@ -48,6 +48,7 @@ import dataclasses
 import torch
 
 from lorarank.fastpath.levers import FAST, STOCK, Levers
+from lorarank.model import HALF_PRECISION
 
 BY_CAPABILITY: dict[str, Levers] = {
     "amx": dataclasses.replace(FAST, attention_dtype="fp32"),
@@ -58,7 +59,6 @@ BY_CAPABILITY: dict[str, Levers] = {
 no-ops in fp32, and the one layout the table changes is slower there (on the AVX512-BF16 EPYC, an
 fp32 base: the plain backward 1/0.963x the laid-out one's speed, quartiles 0.927-0.999, 16 pairs,
 benchmarks/results/levers_avx512_bf16_float32_layout.json)."""
-HALF = (torch.bfloat16, torch.float16)
 
 
 def capability_class(cpu: dict) -> str:
@@ -70,7 +70,7 @@ def capability_class(cpu: dict) -> str:
 
 def table_entry(cpu: dict, dtype: torch.dtype) -> Levers:
     """The table's levers for a CPU (env.cpu_capability()) and a base computing in `dtype`."""
-    return BY_CAPABILITY[capability_class(cpu)] if dtype in HALF else FAST
+    return BY_CAPABILITY[capability_class(cpu)] if dtype in HALF_PRECISION else FAST
 
 
 def levers_for(device: torch.device, dtype: torch.dtype, cpu: dict | None = None) -> Levers:
