@@ -60,7 +60,7 @@ def test_spread_directions_are_intruders(d_out, d_in):
     spread = u @ (torch.tensor(hadamard(64), dtype=torch.float32)[:, :3] / 8)  # (d_out, 3), orthonormal
     right = torch.linalg.qr(torch.randn(d_in, 3, generator=torch.Generator().manual_seed(5)))[0]
     delta = spread @ torch.diag(torch.tensor([100.0, 80.0, 60.0])) @ right.T
-    out = intruders.module_intruders(intruders.left_singular_vectors(w), w + delta)
+    out = intruders.module_intruders(intruders.basis_and_gram(w)[0], w + delta)
     assert out["count"] == 3
     assert max(out["max_cos"][:3]) < 0.25 and min(out["max_cos"][3:]) > 0.5
 
@@ -70,9 +70,9 @@ def test_aligned_directions_are_not_intruders():
     w, u = _base(64, 64)
     right = torch.randn(3, 64, generator=torch.Generator().manual_seed(7))
     delta = u[:, [0, 5, 9]] @ torch.diag(torch.tensor([30.0, 20.0, 15.0])) @ (right / right.norm(dim=1, keepdim=True))
-    out = intruders.module_intruders(intruders.left_singular_vectors(w), w + delta)
+    out = intruders.module_intruders(intruders.basis_and_gram(w)[0], w + delta)
     assert out["count"] == 0 and min(out["max_cos"]) > 0.9
-    unchanged = intruders.module_intruders(intruders.left_singular_vectors(w), w.clone())
+    unchanged = intruders.module_intruders(intruders.basis_and_gram(w)[0], w.clone())
     assert unchanged["max_cos"] == pytest.approx([1.0] * 10, abs=1e-4)
 
 
@@ -83,7 +83,7 @@ def test_cache_computes_once_and_notices_a_different_w():
     assert cache.basis("layers.0.self_attn.q_proj", w.clone()) is first and len(cache) == 1
     assert cache.basis("layers.0.self_attn.q_proj", w * 2) is not first
     other, _ = _base(32, 48, seed=5)  # another matrix of the same shape: recomputed, not read stale
-    torch.testing.assert_close(cache.basis("layers.0.self_attn.q_proj", other), intruders.left_singular_vectors(other))
+    torch.testing.assert_close(cache.basis("layers.0.self_attn.q_proj", other), intruders.basis_and_gram(other)[0])
 
 
 def _peft_model_with_updates():
@@ -116,7 +116,7 @@ def test_counts_match_peft_reduce_intruder_dimension():
     from lorarank.analysis.spectra import lora_factors
 
     for name, (b, a, gamma, w) in lora_factors(model).items():
-        whole = intruders.module_intruders(intruders.left_singular_vectors(w), torch.addmm(w, b, a, alpha=gamma))
+        whole = intruders.module_intruders(intruders.basis_and_gram(w)[0], torch.addmm(w, b, a, alpha=gamma))
         assert ours["per_module"][name]["max_cos"] == pytest.approx(whole["max_cos"], abs=2e-4)
     # PEFT's own detector, which logs "<layer>: Intruders: n" or "<layer>: No intruders" per layer
     lines = []

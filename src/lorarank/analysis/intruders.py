@@ -38,11 +38,6 @@ TOP_K = 10  # top singular vectors of W' examined (PEFT's default)
 EPSILON = 0.5  # below this largest |cosine| with W's singular vectors a direction is an intruder (PEFT's default)
 
 
-def left_singular_vectors(w: torch.Tensor) -> torch.Tensor:
-    """U of the thin SVD W = U Σ Vᵀ: (d_out, min(d_out, d_in)), float32, columns by descending σ."""
-    return basis_and_gram(w)[0]
-
-
 def basis_and_gram(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(U of the thin SVD W = U Σ Vᵀ, W's Gram matrix on its smaller side: WWᵀ for a wide or square W,
     WᵀW for a tall one), both float32; U is (d_out, min(d_out, d_in)), columns by descending σ.
