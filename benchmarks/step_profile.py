@@ -40,21 +40,25 @@ STEPS = 4
 
 
 def set_up(dtype: str, rank: int, batch: int):
-    """(model with its adapter, optimizer, step batches, params) of the default trial in `dtype`."""
+    """(model with its adapter, optimizer, params, step batches, the levers it runs: their repr, or "FAST"
+    for a checkout older than the lever table) of the default trial in `dtype`."""
     cfg = load_config("cpu-default", {"model.dtype": dtype, "train.batch_size": batch})
     base, tok = load_base(cfg.model, CPU)
     data = prepare(cfg.data, tok)
     scaling = lora.scaling_for(rank, cfg.lora.alpha, cfg.sweep.alpha_policies[0])
     model = lora.attach(base, rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, cfg.sweep.seeds[0])
-    if hasattr(fastpath, "levers_for"):  # set up as the runner does; older checkouts enable it inside lora.attach
-        fastpath.enable(model, fastpath.levers_for(CPU, base.dtype))
+    levers = "FAST"  # older checkouts enable the fast path inside lora.attach
+    if hasattr(fastpath, "levers_for"):  # set up as the runner does
+        on = fastpath.levers_for(CPU, base.dtype)
+        fastpath.enable(model, on)
+        levers = repr(on)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.sweep.learning_rates[0], fused=True)
     plan = step_plan(len(data.train), cfg.train, cfg.sweep.seeds[0], total_steps(cfg.train, len(data.train)))
     batches = [[make_batch([data.train[i] for i in idx], tok.pad_token_id, CPU, True)
                 for idx in micro_batches(step, data.train, batch)] for step in plan]
-    return model, opt, params, batches
+    return model, opt, params, batches, levers
 
 
 def step(model, opt, params, micro) -> None:
@@ -88,7 +92,7 @@ def profile(dtype: str, rank: int, batch: int, warmup: int, repeats: int) -> dic
     """The same 4 steps profiled `repeats` times (the model trains on; each pass is a like-for-like
     sample of the step's cost): medians, with every pass's figures kept."""
     torch.manual_seed(0)
-    model, opt, params, batches = set_up(dtype, rank, batch)
+    model, opt, params, batches, levers = set_up(dtype, rank, batch)
     for micro in batches[:warmup]:
         step(model, opt, params, micro)
     timed = batches[warmup:warmup + STEPS]
@@ -106,13 +110,8 @@ def profile(dtype: str, rank: int, batch: int, warmup: int, repeats: int) -> dic
             "non_matmul_seconds_min": min(p["wall"] - p["matmul"] for p in passes),
             "per_pass": [{"seconds": p["wall"], "cpu_seconds": p["cpu"], "matmul_seconds": p["matmul"]}
                          for p in passes],
-            "levers": levers_in_use(dtype),
+            "levers": levers,
             "top_non_matmul_ops": dict(others[:15])}
-
-
-def levers_in_use(dtype: str) -> str:
-    """The table's levers as set_up enabled them ("FAST" for a checkout older than the table)."""
-    return repr(fastpath.levers_for(CPU, getattr(torch, dtype))) if hasattr(fastpath, "levers_for") else "FAST"
 
 
 def main(argv=None) -> int:
