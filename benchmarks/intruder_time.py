@@ -28,6 +28,7 @@ from lorarank import lora
 from lorarank.analysis import intruders
 from lorarank.analysis.spectra import lora_factors
 from lorarank.config import load_config
+from lorarank.errors import UserError
 from lorarank.model import load_base
 
 
@@ -60,8 +61,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.trials < 2:
         p.error(f"--trials must be at least 2: the first trial also factors the base (got {args.trials})")
+    if args.rank < 1:
+        p.error(f"--rank must be a positive LoRA rank, e.g. --rank 8 (got {args.rank})")
     cfg = load_config("cpu-default", {"model.dtype": "float32"})
     base, _ = load_base(cfg.model, CPU)
+    try:
+        lora.check_ranks(base, cfg.lora.target_modules, [args.rank])
+    except UserError as e:
+        p.error(str(e))
     model = lora.attach(base, args.rank, lora.scaling_for(args.rank, cfg.lora.alpha, cfg.sweep.alpha_policies[0]),
                         0.0, cfg.lora.target_modules, 0)
     new_cache, old_cache = intruders.BasisCache(), intruders.BasisCache()
