@@ -36,7 +36,14 @@ measured. The table is for a half-precision base; an fp32 base runs FAST on ever
                                                   dtype levers are no-ops in fp32, the precision `auto`
                                                   picks there; the fused RMSNorm neither helps nor costs
                                                   in fp32 (0.997x, quartiles 0.983-1.011, batch 8) and is
-                                                  on for a bf16 base chosen explicitly
+                                                  on for a bf16 base chosen explicitly. Every lever again
+                                                  at batch 8, 16 pairs, on a slower AVX2 EPYC whose step
+                                                  times scatter more (levers_no_bf16_units_float32.json):
+                                                  no lever faster off; fused layer with its dropout
+                                                  1.20x, per-example attention 1.21x, packing 1.36x, the
+                                                  RMSNorm 1.005x; the plain backward's step 0.98x the
+                                                  laid-out one's (quartiles 0.86-1.09): none
+                                                  contradicts FAST
 
 Off the CPU (CUDA) the stock path runs: every lever here was measured on CPUs.
 """
