@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from common import machine, relative, write_report
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from lorarank.fastpath.norm import RMSNormFunction
+from lorarank.fastpath.norm import RMSNormFunction, inverse_rms
 
 HEADS, KV_HEADS, HEAD_DIM, HIDDEN, MLP, LAYERS = 9, 3, 64, 576, 1536, 30  # SmolLM2-135M
 EPS = 1e-5
@@ -58,18 +58,19 @@ def norm_eager(x, weight):
 
 
 def norm_plain(x, weight):
+    """transformers' RMSNorm as tensor ops: statistics in fp32, rounded to x's dtype, then scaled."""
     x32 = x.float()
-    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + EPS)).to(x.dtype)
+    return weight * (x32 * inverse_rms(x32, EPS)).to(x.dtype)
 
 
 def add_norm_eager(x, residual, weight):
     """What a trial runs: the residual add, then the fused RMSNorm."""
     h = x + residual
-    return h, RMSNormFunction.apply(h, weight, EPS)
+    return h, norm_eager(h, weight)
 
 
 def add_norm_plain(x, residual, weight):
-    """The same maths as tensor ops, for the compiler to fuse (transformers' RMSNorm, written out)."""
+    """The same maths as tensor ops, for the compiler to fuse."""
     h = x + residual
     return h, norm_plain(h, weight)
 
@@ -150,7 +151,12 @@ def measure(region: str, dtype_name: str, tokens: int, repeats: int, calls: int)
     return {"region": region, "dtype": dtype_name, "eager_us": eager * 1e6, "compiled_us": comp * 1e6,
             "speedup": eager / comp, "compile_cold_seconds": cold,
             "largest_relative_difference": largest_difference(region, fn, tokens, dtype),
-            "step_saving_ms": saving * 1e3, "steps_to_repay_cold": cold / saving if saving > 0 else None}
+            "step_saving_ms": saving * 1e3, "steps_to_repay_cold": steps_to_repay(cold, saving)}
+
+
+def steps_to_repay(compile_seconds: float, saving: float) -> float | None:
+    """Training steps whose saving (seconds a step) adds up to the compile time; None: never."""
+    return compile_seconds / saving if saving > 0 else None
 
 
 def warm_compile_times(args, cache: str) -> dict:
@@ -186,7 +192,7 @@ def main(argv=None) -> int:
         warm = warm_compile_times(args, cache)
     for row in rows:
         row["compile_warm_seconds"] = w = warm[f"{row['dtype']}/{row['region']}"]
-        row["steps_to_repay_warm"] = w / (row["step_saving_ms"] / 1e3) if row["step_saving_ms"] > 0 else None
+        row["steps_to_repay_warm"] = steps_to_repay(w, row["step_saving_ms"] / 1e3)
         repay = (f"repaid after {row['steps_to_repay_cold']:.0f} steps cold, {row['steps_to_repay_warm']:.0f} warm"
                  if row["step_saving_ms"] > 0 else "never repaid")
         print(f"{row['dtype']:>8} {row['region']:>8}: eager {row['eager_us']:6.0f} us, compiled "
