@@ -72,20 +72,18 @@ def main(argv=None) -> int:
     model = lora.attach(base, args.rank, lora.scaling_for(args.rank, cfg.lora.alpha, cfg.sweep.alpha_policies[0]),
                         0.0, cfg.lora.target_modules, 0)
     new_cache, old_cache = intruders.BasisCache(), intruders.BasisCache()
-    times = {"update": [], "direct": []}
+    paths = {"update": lambda: intruders.analyse(model, cache=new_cache)["per_module"],
+             "direct": lambda: direct(model, old_cache)}  # path -> per-module intruders
+    times = {path: [] for path in paths}
     worst, counts = 0.0, []
     for trial in range(args.trials):
         randomize(model, trial)
         # alternate which path goes first, so neither always runs on a warmer (or busier) machine
-        order = ("update", "direct") if trial % 2 == 0 else ("direct", "update")
-        for path in order:
-            t, out = (timed(lambda: intruders.analyse(model, cache=new_cache)) if path == "update"
-                      else timed(lambda: direct(model, old_cache)))
+        per_module = {}
+        for path in (("update", "direct") if trial % 2 == 0 else ("direct", "update")):
+            t, per_module[path] = timed(paths[path])
             times[path].append(t)
-            if path == "update":
-                new = out["per_module"]
-            else:
-                old = out
+        new, old = per_module["update"], per_module["direct"]
         if any(new[n]["count"] != old[n]["count"] for n in old):
             print(f"trial {trial}: intruder counts differ between the paths", file=sys.stderr)
             return 1
