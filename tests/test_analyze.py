@@ -180,6 +180,7 @@ def test_analyze_end_to_end(analysed, runs):
         assert rec["trainable_params"] == rank * rec["params_per_rank"]
         assert "final_eval_loss" in rec["source"]["measured"] and "train_losses" in rec["source"]["from_trainer"]
         assert len(rec["source"]["weights_sha256"]) == 64
+        assert list(rec["measure_seconds"]) == ["accuracy", "general_loss", "spectra", "intruders", "eval_loss"]
     analysis = json.loads((analysed / "analysis.json").read_text())
     pol = analysis["policies"]["proportional"]
     assert pol["n_seeds"] == 3 and pol["recommendation"] is not None
@@ -216,6 +217,7 @@ def test_without_eval_data_the_trainers_eval_loss_is_used(runs, tmp_path):
         rec = json.loads(f.read_text())
         assert rec["final_eval_loss"] == rec["eval_losses"][-1] and rec["accuracy"] is None
         assert "final_eval_loss" in rec["source"]["from_trainer"] and "final_eval_loss" not in rec["source"]["measured"]
+        assert "accuracy" not in rec["measure_seconds"] and "eval_loss" not in rec["measure_seconds"]  # not measured
     assert not (out / "baseline.json").exists()
     readme = (out / "README.md").read_text()
     assert "| Eval set | none given: eval losses are the trainers' own (trainer_state.json) |" in readme

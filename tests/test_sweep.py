@@ -35,6 +35,12 @@ def test_every_output_is_written(tiny_sweep):
         assert run["effective_scale"] == 32 / r
         assert run["accuracy"]["n"] == 8
         assert (tiny_sweep / f"rank_{r}" / "adapter" / "adapter_model.safetensors").is_file()
+        # after training, each measurement's wall time, in the order they ran
+        assert list(run["measure_seconds"]) == ["accuracy", "general_loss", "spectra", "intruders", "adapter_save"]
+        assert all(s > 0 for s in run["measure_seconds"].values())
+    base = json.loads((tiny_sweep / "baseline.json").read_text())
+    assert list(base["measure_seconds"]) == ["eval_loss", "accuracy", "general_loss"]
+    assert base["seconds"] == sum(base["measure_seconds"].values())
     csv_lines = (tiny_sweep / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 4 and csv_lines[0].startswith("name,method,rank,seed")
 
@@ -141,6 +147,7 @@ def test_full_finetune_reference_row(tmp_path):
     assert run["method"] == "full" and run["status"] == "ok"
     assert run["trainable_params"] == run["total_params"]
     assert run["adapter_bytes"] is None and not (out / "full_ft" / "adapter").exists()
+    assert list(run["measure_seconds"]) == ["accuracy", "general_loss", "spectra", "intruders"]  # nothing saved
     assert run["spectra"]["overall"]["effective_rank"] > 8  # a full-rank update
     readme = (out / "README.md").read_text()
     assert "| full fine-tuning (lr 0.0001) |" in readme and "| full FT |" in readme

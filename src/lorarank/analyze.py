@@ -321,11 +321,14 @@ def measure_adapter(setup: Setup, cfg: Config, p: Planned, name: str) -> tuple[o
     try:
         model.eval()
         trainable, total = model.get_nb_trainable_parameters()
-        measured = measure.behaviour(model, setup.tok, setup.data, cfg, setup.device, setup.probes)
-        measured.update(measure.adapter_update(model, setup.probes))
+        clock = measure.Clock()
+        measured = measure.behaviour(model, setup.tok, setup.data, cfg, setup.device, setup.probes, clock)
+        measured.update(measure.adapter_update(model, setup.probes, clock))
         if setup.data is not None:
-            measured["final_eval_loss"] = measure.loss_on_eval(model, setup.data, cfg, setup.tok.pad_token_id,
-                                                               setup.device)
+            with clock.phase("eval_loss"):
+                measured["final_eval_loss"] = measure.loss_on_eval(model, setup.data, cfg, setup.tok.pad_token_id,
+                                                                   setup.device)
+        measured["measure_seconds"] = clock.seconds
     finally:
         base = lora.detach(model)
     if p.adapter.modules_to_save:  # unload() keeps the adapter's copies of these modules: reload a clean base

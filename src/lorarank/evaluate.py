@@ -82,10 +82,15 @@ def task_accuracy(model, tokenizer, examples: list[Example], max_new_tokens: int
     }
 
 
+def measures_accuracy(data: PreparedData | None, cfg: DataConfig) -> bool:
+    """Is there task accuracy to measure: a verifiable eval set and accuracy_examples > 0."""
+    return data is not None and data.verifiable and cfg.accuracy_examples > 0
+
+
 def dataset_accuracy(model, tokenizer, data: PreparedData, cfg: DataConfig, device: torch.device) -> dict | None:
     """Task accuracy on the first `accuracy_examples` eval records, or None when the dataset is not
     verifiable or accuracy is turned off (the same rule for the base model and every trial)."""
-    if not (data.verifiable and cfg.accuracy_examples):
+    if not measures_accuracy(data, cfg):
         return None
     return task_accuracy(model, tokenizer, data.eval[: cfg.accuracy_examples], cfg.max_new_tokens,
                          GENERATION_BATCH, device)

@@ -97,13 +97,16 @@ def after_training(model, base, tokenizer, data: PreparedData, cfg: Config, tria
                    device: torch.device, full: bool, a_init: dict | None, probes: Probes) -> dict:
     """What measure.py measures on every trained model, how far A moved, and the saved adapter."""
     out = {"accuracy": None, "spectra": None, "adapter_bytes": None}  # the record's key order, as before
-    out.update(measure.behaviour(model, tokenizer, data, cfg, device, probes))
+    clock = measure.Clock()
+    out.update(measure.behaviour(model, tokenizer, data, cfg, device, probes, clock))
     if full:
-        out.update(measure.full_update(base, model, cfg.lora.target_modules, probes))
+        out.update(measure.full_update(base, model, cfg.lora.target_modules, probes, clock))
     else:
-        out.update(measure.adapter_update(model, probes))
+        out.update(measure.adapter_update(model, probes, clock))
         out["a_relative_change"] = spectra.relative_change(a_init, spectra.lora_a_weights(model))
-        out["adapter_bytes"] = save_adapter(model, trial_dir / "adapter")
+        with clock.phase("adapter_save"):
+            out["adapter_bytes"] = save_adapter(model, trial_dir / "adapter")
+    out["measure_seconds"] = clock.seconds  # after training, by part (the evaluations during it: eval_time_seconds)
     return out
 
 
