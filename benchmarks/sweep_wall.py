@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     for d, ours in report["lorarank"].items():
         print(f"lorarank {d}: {ours['wall_seconds']:.0f} s; final eval loss per rank "
               + ", ".join(f"r{r} {v['final_eval_loss']:.4f}" for r, v in ours["per_rank"].items()))
+        print("  seconds by part: " + ", ".join(f"{k} {v:.1f}" for k, v in ours["parts"].items()))
     for c, peer in report["peer"].items():
         print(f"peer {c}: {peer['wall_seconds']:.0f} s ({len(ranks)} processes); final eval loss per rank "
               + ", ".join(f"r{r} {v['final_eval_loss']:.4f}" for r, v in peer["per_rank"].items()))
@@ -133,9 +134,25 @@ def lorarank_sweep(config: str, dtype: str, work: Path) -> dict:
     wall = timed([sys.executable, "-m", "lorarank", "run", "--config", config, "--output-dir", str(out), "--no-progress",
                   f"model.dtype={dtype}"], work / f"lorarank_{dtype}.log")
     runs = json.loads((out / "all_results.json").read_text())
-    return {"wall_seconds": wall, "floor": gemm_floor(config, runs, dtype),
+    baseline = json.loads((out / "baseline.json").read_text())
+    return {"wall_seconds": wall, "floor": gemm_floor(config, runs, dtype), "parts": parts(wall, runs, baseline),
             "per_rank": {k: {"training_time_seconds": v["training_time_seconds"], "final_eval_loss": v["final_eval_loss"]}
                          for k, v in runs.items()}}
+
+
+def parts(wall: float, runs: dict, baseline: dict) -> dict:
+    """Where the sweep's wall time went, summed over its trials from their records: training, the
+    evaluations during it, each measurement after it (run_data.json's measure_seconds), the base
+    model's row (baseline.json), and the rest (start-up, model load, tokenization, attaching and
+    detaching adapters, the report), which is the wall time less all of those."""
+    out = {"training": sum(r["training_time_seconds"] for r in runs.values()),
+           "eval_during_training": sum(r["eval_time_seconds"] for r in runs.values())}
+    for r in runs.values():
+        for name, seconds in r.get("measure_seconds", {}).items():  # absent from records before it was kept
+            out[name] = out.get(name, 0.0) + seconds
+    out["base_model_row"] = baseline.get("seconds", 0.0)
+    out["rest"] = wall - sum(out.values())
+    return out
 
 
 def peer_sweep(config: str, precision: str, ranks: list[int], work: Path) -> dict:
