@@ -56,7 +56,7 @@ def behaviour(model, tokenizer, data: PreparedData | None, cfg: Config, device: 
     if measures_accuracy(data, cfg.data):
         with clock.phase("accuracy"):
             out["accuracy"] = dataset_accuracy(model, tokenizer, data, cfg.data, device)
-    if probes.general is not None:
+    if probes.forgetting_on:
         with clock.phase("general_loss"):
             out["general_loss"] = probes.general_loss(model, eval_batch_size(cfg.train), tokenizer.pad_token_id,
                                                       device, cfg.train.packing)
@@ -67,7 +67,7 @@ def adapter_update(model, probes: Probes, clock: Clock) -> dict:
     """Spectra and intruder dimensions of a PEFT model's LoRA update."""
     with clock.phase("spectra"):
         out = {"spectra": spectra.analyse(model), "intruders": None}
-    if probes.cfg.intruders:
+    if probes.intruders_on:
         with clock.phase("intruders"):
             out["intruders"] = probes.intruders(model)
     return out
@@ -77,7 +77,7 @@ def full_update(base, tuned, target_modules: list[str], probes: Probes, clock: C
     """The same for a fully fine-tuned copy, on the modules LoRA adapts (weights are not saved: too big)."""
     with clock.phase("spectra"):
         out = {"spectra": spectra.analyse_full(base, tuned, target_modules), "intruders": None}
-    if probes.cfg.intruders:
+    if probes.intruders_on:
         with clock.phase("intruders"):
             out["intruders"] = probes.intruders_full(base, tuned, target_modules)
     return out

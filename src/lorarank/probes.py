@@ -30,24 +30,34 @@ class Probes:
             general = load_general_text(tokenizer, path, cfg.general_windows, cfg.general_window_tokens)
         return cls(cfg, general, intruders.BasisCache())
 
+    @property
+    def forgetting_on(self) -> bool:
+        """Is the general-text loss measured (eval.general_text is not `none`)?"""
+        return self.general is not None
+
+    @property
+    def intruders_on(self) -> bool:
+        """Are intruder dimensions counted (eval.intruders)?"""
+        return self.cfg.intruders
+
     def describe(self) -> dict | None:
         """The general-text set, for sweep.json and baseline.json (None when the probe is off)."""
         return self.general.describe() if self.general else None
 
     def general_loss(self, model, batch_size: int, pad_id: int, device, packed: bool) -> float | None:
-        if self.general is None:
+        if not self.forgetting_on:
             return None
         return general_loss(model, self.general, batch_size, pad_id, device, packed)
 
     def intruders(self, model) -> dict | None:
         """Intruder counts of a PEFT model's adapters (W' = W + γ·B·A per module)."""
-        if not self.cfg.intruders:
+        if not self.intruders_on:
             return None
         return intruders.analyse(model, self.cfg.intruder_top_k, self.cfg.intruder_epsilon, self.cache)
 
     def intruders_full(self, base, tuned, target_modules: list[str]) -> dict | None:
         """Intruder counts of a fully fine-tuned copy on the modules LoRA would adapt."""
-        if not self.cfg.intruders:
+        if not self.intruders_on:
             return None
         return intruders.analyse_full(base, tuned, target_modules, self.cfg.intruder_top_k,
                                       self.cfg.intruder_epsilon, self.cache)
