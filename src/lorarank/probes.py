@@ -42,22 +42,17 @@ class Probes:
 
     def describe(self) -> dict | None:
         """The general-text set, for sweep.json and baseline.json (None when the probe is off)."""
-        return self.general.describe() if self.general else None
+        return self.general.describe() if self.forgetting_on else None
 
-    def general_loss(self, model, batch_size: int, pad_id: int, device, packed: bool) -> float | None:
-        if not self.forgetting_on:
-            return None
+    def general_loss(self, model, batch_size: int, pad_id: int, device, packed: bool) -> float:
+        """The loss on the general text; only when forgetting_on (measure.py asks first)."""
         return general_loss(model, self.general, batch_size, pad_id, device, packed)
 
-    def intruders(self, model) -> dict | None:
-        """Intruder counts of a PEFT model's adapters (W' = W + γ·B·A per module)."""
-        if not self.intruders_on:
-            return None
+    def intruders(self, model) -> dict:
+        """Intruder counts of a PEFT model's adapters (W' = W + γ·B·A per module); only when intruders_on."""
         return intruders.analyse(model, self.cfg.intruder_top_k, self.cfg.intruder_epsilon, self.cache)
 
-    def intruders_full(self, base, tuned, target_modules: list[str]) -> dict | None:
-        """Intruder counts of a fully fine-tuned copy on the modules LoRA would adapt."""
-        if not self.intruders_on:
-            return None
+    def intruders_full(self, base, tuned, target_modules: list[str]) -> dict:
+        """Intruder counts of a fully fine-tuned copy on the modules LoRA would adapt; only when intruders_on."""
         return intruders.analyse_full(base, tuned, target_modules, self.cfg.intruder_top_k,
                                       self.cfg.intruder_epsilon, self.cache)
