@@ -3,6 +3,7 @@ default trial (the cpu-default preset's data, rank 8, batch 8, its learning rate
 
     python benchmarks/step_profile.py                        # both precisions where the CPU has bf16 units
     python benchmarks/step_profile.py --dtype bfloat16 --out /tmp/today.json   # with PYTHONPATH=<a checkout>/src: that code
+    python benchmarks/step_profile.py --dtype bfloat16 --lever attention_dtype=fp32   # the table's levers, one changed
 
 The trial's model and adapter are set up as the runner sets them up, then `--warmup` steps run
 unprofiled and the next 4 steps under torch.profiler, `--repeats` times over (medians reported: a
@@ -19,6 +20,7 @@ Writes JSON (--out) with the CPU capability, the load average and the top non-ma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -39,9 +41,10 @@ MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::bad
 STEPS = 4
 
 
-def set_up(dtype: str, rank: int, batch: int):
+def set_up(dtype: str, rank: int, batch: int, changes: dict[str, str]):
     """(model with its adapter, optimizer, params, step batches, the levers it runs: their repr, or "FAST"
-    for a checkout older than the lever table) of the default trial in `dtype`."""
+    for a checkout older than the lever table) of the default trial in `dtype`, with the table's
+    levers changed by `changes` (lever name -> value)."""
     cfg = load_config("cpu-default", {"model.dtype": dtype, "train.batch_size": batch})
     base, tok = load_base(cfg.model, CPU)
     data = prepare(cfg.data, tok)
@@ -49,7 +52,7 @@ def set_up(dtype: str, rank: int, batch: int):
     model = lora.attach(base, rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, cfg.sweep.seeds[0])
     levers = "FAST"  # older checkouts enable the fast path inside lora.attach
     if hasattr(fastpath, "levers_for"):  # set up as the runner does
-        on = fastpath.levers_for(CPU, base.dtype)
+        on = with_changes(fastpath.levers_for(CPU, base.dtype), changes)
         fastpath.enable(model, on)
         levers = repr(on)
     model.train()
@@ -59,6 +62,36 @@ def set_up(dtype: str, rank: int, batch: int):
     batches = [[make_batch([data.train[i] for i in idx], tok.pad_token_id, CPU, True)
                 for idx in micro_batches(step, data.train, batch)] for step in plan]
     return model, opt, params, batches, levers
+
+
+def with_changes(levers, changes: dict[str, str]):
+    """`levers` with the named fields set; the values are strings, `true`/`false` for the switches."""
+    values = {}
+    for k, v in changes.items():
+        if isinstance(getattr(levers, k), bool):
+            if v.lower() not in ("true", "false"):
+                raise ValueError(f"{k}={v!r} (choose from true, false)")
+            v = v.lower() == "true"
+        values[k] = v
+    return dataclasses.replace(levers, **values)
+
+
+def parse_changes(p: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    """--lever NAME=VALUE items -> {name: value}, checked against this checkout's Levers."""
+    if items and not hasattr(fastpath, "Levers"):
+        p.error("--lever needs a checkout with the lever table (fastpath.Levers)")
+    names = {f.name for f in dataclasses.fields(fastpath.Levers)} if items else set()
+    changes = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in names:
+            p.error(f"--lever {item!r}: give NAME=VALUE with NAME one of {', '.join(sorted(names))}")
+        changes[name] = value
+    try:
+        with_changes(fastpath.FAST, changes)
+    except ValueError as e:
+        p.error(f"--lever: {e}")
+    return changes
 
 
 def step(model, opt, params, micro) -> None:
@@ -88,11 +121,11 @@ def profiled_steps(model, opt, params, timed) -> dict:
     return {"wall": wall, "cpu": cpu, "matmul": matmul, "ops": ops}
 
 
-def profile(dtype: str, rank: int, batch: int, warmup: int, repeats: int) -> dict:
+def profile(dtype: str, rank: int, batch: int, warmup: int, repeats: int, changes: dict[str, str]) -> dict:
     """The same 4 steps profiled `repeats` times (the model trains on; each pass is a like-for-like
     sample of the step's cost): medians, with every pass's figures kept."""
     torch.manual_seed(0)
-    model, opt, params, batches, levers = set_up(dtype, rank, batch)
+    model, opt, params, batches, levers = set_up(dtype, rank, batch, changes)
     for micro in batches[:warmup]:
         step(model, opt, params, micro)
     timed = batches[warmup:warmup + STEPS]
@@ -122,17 +155,20 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="unprofiled steps before the 4 profiled ones")
     p.add_argument("--repeats", type=int, default=5, help="profiled passes over the 4 steps; medians reported")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--lever", action="append", default=[], metavar="NAME=VALUE",
+                   help="change one of the table's levers (fastpath.Levers field), e.g. attention_dtype=fp32; repeatable")
     p.add_argument("--out", default="benchmarks/results/step_profile.json")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats must be at least 1 (got {args.repeats})")
+    changes = parse_changes(p, args.lever)
     torch.set_num_threads(args.threads)
     from lorarank import env
 
     report = {"machine": machine(args.threads), "load_average": os.getloadavg(),
               "code_commit": env.git_commit(), "settings": {**vars(args), "out": relative(args.out)}, "precisions": {}}
     for dtype in args.dtypes:
-        r = profile(dtype, args.rank, args.batch, args.warmup, args.repeats)
+        r = profile(dtype, args.rank, args.batch, args.warmup, args.repeats, changes)
         report["precisions"][dtype] = r
         print(f"{dtype:>8}: {r['tokens']} tokens in {r['seconds_profiled']:.2f} s profiled "
               f"({r['seconds_unprofiled']:.2f} s unprofiled): matmul {r['matmul_seconds']:.2f} s, "
