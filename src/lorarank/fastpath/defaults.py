@@ -2,7 +2,8 @@
 
 Which setting of a lever is faster depends on the CPU's vector units: on a CPU with AMX tiles,
 bf16 products run ~6x faster than fp32, but the bf16 flash-attention backward is 8x slower than its
-fp32 counterpart, and on AVX512-BF16 without AMX attention is faster in fp32 too.
+fp32 counterpart; on AVX512-BF16 without AMX attention is faster in fp32 too, and so it is without
+bf16 units, where the bf16 flash kernels' inner products are emulated.
 benchmarks/levers.py measures every lever on the machine it runs on, writes the result under the
 machine's capability class (`capability_class`), and says where this table disagrees with what it
 measured. The table is for a half-precision base; an fp32 base runs FAST on every class (BY_CAPABILITY).
@@ -29,7 +30,16 @@ measured. The table is for a half-precision base; an fp32 base runs FAST on ever
                                                   1.002x (0.980-1.018): no faster, so plain
                                                   (benchmarks/results/levers_avx512_bf16_bfloat16*.json,
                                                   2-core AMD EPYC with AVX512-BF16, no AMX, torch 2.13)
-    no_bf16_units  FAST                           step time without each lever: fused layer 1.08x, with
+    no_bf16_units  attention_dtype=fp32, the      a bf16 base (chosen explicitly: `auto` is fp32 here,
+                   rest FAST                      where bf16 products are emulated): per-example SDPA of
+                                                  one layer, forward and backward, 8 examples of 29-53
+                                                  tokens, 13.8 ms in bf16 against 6.2 ms in fp32 with
+                                                  the conversions (40 interleaved pairs), since the bf16
+                                                  flash kernels' inner products are emulated too; 4
+                                                  default-trial steps' non-matmul time 6.33 s with SDPA
+                                                  in bf16, 5.49 s in fp32 (benchmarks/step_profile.py,
+                                                  2-core AVX2 EPYC, torch 2.13). On an fp32 base: FAST,
+                                                  step time without each lever: fused layer 1.08x, with
                                                   its dropout 1.23x, per-example attention 1.05x at batch 4
                                                   and 1.14x at batch 8 (benchmarks/results/levers.json,
                                                   levers_batch8.json: fp32 base, 2-core AMD EPYC); the
@@ -60,7 +70,7 @@ from lorarank.model import HALF_PRECISION
 BY_CAPABILITY: dict[str, Levers] = {
     "amx": dataclasses.replace(FAST, attention_dtype="fp32"),
     "avx512_bf16": dataclasses.replace(FAST, attention_dtype="fp32", backward="plain"),
-    "no_bf16_units": FAST,
+    "no_bf16_units": dataclasses.replace(FAST, attention_dtype="fp32"),
 }
 """The levers on a half-precision base. An fp32 base runs FAST on every class: the dtype levers are
 no-ops in fp32, and the one layout the table changes is slower there (on the AVX512-BF16 EPYC, an
