@@ -35,10 +35,12 @@ measured. The table is for a half-precision base; an fp32 base runs FAST on ever
                                                   one layer, forward and backward, 8 examples of 29-53
                                                   tokens, 13.8 ms in bf16 against 6.2 ms in fp32 with
                                                   the conversions (40 interleaved pairs), since the bf16
-                                                  flash kernels' inner products are emulated too; 4
-                                                  default-trial steps' non-matmul time 6.33 s with SDPA
-                                                  in bf16, 5.49 s in fp32 (benchmarks/step_profile.py,
-                                                  2-core AVX2 EPYC, torch 2.13). On an fp32 base: FAST,
+                                                  flash kernels' inner products are emulated too (the
+                                                  bf16 flash backward 1.21-1.31 s of 4 default-trial
+                                                  steps, the fp32 one 0.40-0.63 s; the steps' total
+                                                  non-matmul time scattered by half between runs, so
+                                                  those totals decide nothing: step_profile.py, 2-core
+                                                  AVX2 EPYC, torch 2.13). On an fp32 base: FAST,
                                                   step time without each lever: fused layer 1.08x, with
                                                   its dropout 1.23x, per-example attention 1.05x at batch 4
                                                   and 1.14x at batch 8 (benchmarks/results/levers.json,
