@@ -32,9 +32,12 @@ measured. The table is for a half-precision base; an fp32 base runs FAST on ever
                                                   2-core AMD EPYC with AVX512-BF16, no AMX, torch 2.13)
     no_bf16_units  attention_dtype=fp32, the      a bf16 base (chosen explicitly: `auto` is fp32 here,
                    rest FAST                      where bf16 products are emulated): per-example SDPA of
-                                                  one layer, forward and backward, 8 examples of 29-53
-                                                  tokens, 13.8 ms in bf16 against 6.2 ms in fp32 with
-                                                  the conversions (40 interleaved pairs), since the bf16
+                                                  one layer, forward and backward, at the default
+                                                  trial's first 4 micro-batches (8 examples, 28-53
+                                                  tokens), 13.8 ms in bf16 against 7.35 ms in fp32 with
+                                                  the conversions, 1.86x (quartiles 1.77-1.94, 40
+                                                  interleaved pairs, benchmarks/attention_dtype.py,
+                                                  attention_dtype_no_bf16_units.json), since the bf16
                                                   flash kernels' inner products are emulated too (the
                                                   bf16 flash backward 1.21-1.31 s of 4 default-trial
                                                   steps, the fp32 one 0.40-0.63 s; the steps' total
