@@ -22,14 +22,10 @@ import sys
 import time
 
 import torch
-from common import CPU, machine, relative, write_report
+from common import default_trial, machine, relative, write_report
 
 from lorarank import env, fastpath
-from lorarank.config import load_config
-from lorarank.data.format import prepare
 from lorarank.fastpath import attention
-from lorarank.model import load_base
-from lorarank.train import micro_batches, step_plan, total_steps
 
 SETTINGS = {"bf16 SDPA (base)": attention.per_example(attention.split),
             "fp32 SDPA": attention.per_example(attention.split, torch.float32)}
@@ -38,12 +34,8 @@ SETTINGS = {"bf16 SDPA (base)": attention.per_example(attention.split),
 def default_segments(batch: int, count: int) -> tuple[object, list[tuple[int, ...]]]:
     """(the base's first attention module, the example lengths of the default trial's first `count`
     micro-batches at `batch` examples each)."""
-    cfg = load_config("cpu-default", {"model.dtype": "bfloat16", "train.batch_size": batch})
-    base, tok = load_base(cfg.model, CPU)
-    data = prepare(cfg.data, tok)
-    plan = step_plan(len(data.train), cfg.train, cfg.sweep.seeds[0], total_steps(cfg.train, len(data.train)))
-    segments = [tuple(len(data.train[i].input_ids) for i in idx)
-                for step in plan for idx in micro_batches(step, data.train, batch)][:count]
+    _, base, _, data, steps = default_trial("bfloat16", batch)
+    segments = [tuple(len(data.train[i].input_ids) for i in idx) for step in steps for idx in step][:count]
     return base.model.layers[0].self_attn, segments
 
 

@@ -71,6 +71,22 @@ def load(args, dtype: str = "float32"):
     return load_base(ModelConfig(name=args.model, dtype=dtype), CPU)
 
 
+def default_trial(dtype: str, batch: int):
+    """(config, base, tokenizer, prepared data, steps) of the default trial (the cpu-default preset)
+    in `dtype` at `batch` examples per micro-batch: each step a list of micro-batches, each a list of
+    training-example indices, in the order the trial trains on them."""
+    from lorarank.config import load_config
+    from lorarank.data.format import prepare
+    from lorarank.model import load_base
+    from lorarank.train import micro_batches, step_plan, total_steps
+
+    cfg = load_config("cpu-default", {"model.dtype": dtype, "train.batch_size": batch})
+    base, tok = load_base(cfg.model, CPU)
+    data = prepare(cfg.data, tok)
+    plan = step_plan(len(data.train), cfg.train, cfg.sweep.seeds[0], total_steps(cfg.train, len(data.train)))
+    return cfg, base, tok, data, [micro_batches(step, data.train, batch) for step in plan]
+
+
 def attach(base, rank: int, alpha: float, dropout: float, seed: int):
     """A fresh adapter on `base` with the fast path the runner sets up on this machine (its levers
     from fastpath.levers_for)."""

@@ -27,13 +27,10 @@ import sys
 import time
 
 import torch
-from common import CPU, default_dtypes, machine, relative, write_report
+from common import CPU, default_dtypes, default_trial, machine, relative, write_report
 
 from lorarank import fastpath, lora
-from lorarank.config import load_config
-from lorarank.data.format import prepare
-from lorarank.model import load_base
-from lorarank.train import completion_loss, make_batch, micro_batches, step_plan, total_steps
+from lorarank.train import completion_loss, make_batch
 
 # the profiler's names of dense matrix products (self time: the kernels themselves)
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation",
@@ -45,9 +42,7 @@ def set_up(dtype: str, rank: int, batch: int, changes: dict[str, str]):
     """(model with its adapter, optimizer, params, step batches, the levers it runs: their repr, or "FAST"
     for a checkout older than the lever table) of the default trial in `dtype`, with the table's
     levers changed by `changes` (lever name -> value)."""
-    cfg = load_config("cpu-default", {"model.dtype": dtype, "train.batch_size": batch})
-    base, tok = load_base(cfg.model, CPU)
-    data = prepare(cfg.data, tok)
+    cfg, base, tok, data, steps = default_trial(dtype, batch)
     scaling = lora.scaling_for(rank, cfg.lora.alpha, cfg.sweep.alpha_policies[0])
     model = lora.attach(base, rank, scaling, cfg.lora.dropout, cfg.lora.target_modules, cfg.sweep.seeds[0])
     levers = "FAST"  # older checkouts enable the fast path inside lora.attach
@@ -58,9 +53,8 @@ def set_up(dtype: str, rank: int, batch: int, changes: dict[str, str]):
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.sweep.learning_rates[0], fused=True)
-    plan = step_plan(len(data.train), cfg.train, cfg.sweep.seeds[0], total_steps(cfg.train, len(data.train)))
-    batches = [[make_batch([data.train[i] for i in idx], tok.pad_token_id, CPU, True)
-                for idx in micro_batches(step, data.train, batch)] for step in plan]
+    batches = [[make_batch([data.train[i] for i in idx], tok.pad_token_id, CPU, True) for idx in step]
+               for step in steps]
     return model, opt, params, batches, levers
 
 

@@ -65,21 +65,22 @@ def behaviour(model, tokenizer, data: PreparedData | None, cfg: Config, device: 
 
 def adapter_update(model, probes: Probes, clock: Clock) -> dict:
     """Spectra and intruder dimensions of a PEFT model's LoRA update."""
-    with clock.phase("spectra"):
-        out = {"spectra": spectra.analyse(model), "intruders": None}
-    if probes.intruders_on:
-        with clock.phase("intruders"):
-            out["intruders"] = probes.intruders(model)
-    return out
+    return _update(lambda: spectra.analyse(model), lambda: probes.intruders(model), probes, clock)
 
 
 def full_update(base, tuned, target_modules: list[str], probes: Probes, clock: Clock) -> dict:
     """The same for a fully fine-tuned copy, on the modules LoRA adapts (weights are not saved: too big)."""
+    return _update(lambda: spectra.analyse_full(base, tuned, target_modules),
+                   lambda: probes.intruders_full(base, tuned, target_modules), probes, clock)
+
+
+def _update(spectra_of, intruders_of, probes: Probes, clock: Clock) -> dict:
+    """{spectra, intruders} of one update, each timed; intruders only when the probe is on."""
     with clock.phase("spectra"):
-        out = {"spectra": spectra.analyse_full(base, tuned, target_modules), "intruders": None}
+        out = {"spectra": spectra_of(), "intruders": None}
     if probes.intruders_on:
         with clock.phase("intruders"):
-            out["intruders"] = probes.intruders_full(base, tuned, target_modules)
+            out["intruders"] = intruders_of()
     return out
 
 
